@@ -1,0 +1,66 @@
+"""Training hyper-parameters shared by every model family (MAE pretraining, vocoder, fine-tunes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One optimisation run.
+
+    ``batch_size`` is per process and per micro-batch: the effective batch of one optimiser
+    step is ``batch_size * grad_accum * world_size``. Every ``*_every`` cadence counts
+    optimiser steps; 0 disables it. ``precision="bf16"`` autocasts on CUDA only, because on
+    CPUs without AMX bf16 matmuls are several times slower than fp32; ``bf16_on_cpu`` forces it.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    precision: str = "fp32"
+    bf16_on_cpu: bool = False
+    ema_decay: float | None = None
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0
+    ckpt_every: int = 0
+    plot_every: int = 0
+    keep_last: int = 3
+    num_workers: int = 0
+    compile: bool = False
+    device: str = "auto"  # "auto": cuda (this rank's GPU) when available, else cpu
+    tensorboard: bool = True
+    progress: bool = True
+    best_metric: str = "loss"  # key of validation_step's dict; lower is better
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ValueError("steps, batch_size and grad_accum must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} must be in [0, steps={self.steps}]")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.keep_last < 1:
+            raise ValueError("keep_last must be at least 1")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
+        for name in ("log_every", "eval_every", "ckpt_every", "plot_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        # YAML gives lists; keep the frozen config hashable and comparable.
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

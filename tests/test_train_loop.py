@@ -1,0 +1,104 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_toy import ToyData, ToyTask, toy_config
+
+from audiomae.train import CheckpointManager, TrainConfig, fit, warmup_cosine
+
+
+def _weights(task):
+    return {k: v.detach().clone() for k, v in task.model.state_dict().items()}
+
+
+def test_loss_falls_and_outputs_written(tmp_path):
+    data = ToyData()
+    val = [data[i] for i in range(8)]
+    val = [(torch.stack([v[0] for v in val]), torch.stack([v[1] for v in val]))]
+    task = ToyTask()
+    res = fit(task, data, val, toy_config(steps=40, tensorboard=True), tmp_path)
+    losses = [h["train/loss"] for h in res.history if "train/loss" in h]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert res.best_step is not None and res.best_metric == min(
+        h["val/loss"] for h in res.history if "val/loss" in h
+    )
+    assert (tmp_path / "metrics.jsonl").exists() and any((tmp_path / "tb").iterdir())
+    assert task.saved == tmp_path / "model"
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_000036", "step_000039", "step_000040"]  # keep_last=3
+    assert (tmp_path / "checkpoints" / "best" / "state.pt").exists()
+    # 64 items / batch 8 = 8 batches per epoch: 40 steps visit epochs 0..4.
+    assert data.epochs == [0, 1, 2, 3, 4]
+
+
+def test_schedule_shape():
+    lrs = [warmup_cosine(s, 100, 10, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_after_crash_equals_uninterrupted(tmp_path, accum):
+    cfg = toy_config(grad_accum=accum, ema_decay=0.9)
+    ref = ToyTask()
+    fit(ref, ToyData(), None, cfg, tmp_path / "ref")
+
+    crashed = ToyTask(crash_at=7 * accum)  # dies in step 7; last checkpoint is step 6
+    with pytest.raises(KeyboardInterrupt):
+        fit(crashed, ToyData(), None, cfg, tmp_path / "run")
+    assert CheckpointManager(tmp_path / "run").latest().name == "step_000006"
+
+    resumed = ToyTask(seed=99)  # different init: everything must come from the checkpoint
+    fit(resumed, ToyData(), None, cfg, tmp_path / "run", resume=True)
+    for k, v in _weights(ref).items():
+        torch.testing.assert_close(_weights(resumed)[k], v, rtol=0, atol=1e-6)
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path, capsys):
+    fit(ToyTask(), ToyData(), None, toy_config(steps=2), tmp_path, resume=True)
+    assert "starting from scratch" in capsys.readouterr().out
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.getcwd()])}
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "train_toy.py"), str(tmp_path / "run")], env=env
+    )
+    mgr = CheckpointManager(tmp_path / "run")
+    deadline = time.time() + 25
+    while time.time() < deadline and proc.poll() is None:
+        latest = mgr.latest()
+        if latest is not None and latest.name >= "step_000004":
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    cfg = toy_config(ckpt_every=2, steps=40)
+    resumed = ToyTask(seed=5)
+    fit(resumed, ToyData(), None, cfg, tmp_path / "run", resume=True)
+    torch.manual_seed(0)
+    ref = ToyTask()
+    fit(ref, ToyData(), None, cfg, tmp_path / "ref")
+    for k, v in _weights(ref).items():
+        torch.testing.assert_close(_weights(resumed)[k], v, rtol=0, atol=1e-6)
+
+
+def test_factory_data_and_config_errors(tmp_path):
+    data = ToyData()
+    batches = [(data.x[i : i + 8], data.y[i : i + 8]) for i in range(0, 64, 8)]
+    res = fit(ToyTask(), lambda epoch: iter(batches), None, toy_config(steps=10, ckpt_every=0), tmp_path)
+    assert res.steps == 10
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=5, warmup_steps=10)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="too few"):
+        fit(ToyTask(), ToyData(n=4), None, toy_config(), tmp_path / "x")
