@@ -1,0 +1,228 @@
+import pytest
+import torch
+
+from audiomae.augment import AugmentConfig, augment_batch, mixup, random_crop, random_shift, spec_augment
+from audiomae.checkpoint import load_model, read_config
+from audiomae.classify import (
+    AudioClassifier,
+    ClassificationTask,
+    accuracy,
+    average_precision,
+    confusion_matrix,
+    mean_average_precision,
+)
+from audiomae.config import FeatureConfig, ModelConfig
+from audiomae.masking import time_freq_mask
+from audiomae.model import AudioMAE
+from audiomae.train import CheckpointManager, TrainConfig, fit
+
+N_MELS, FRAMES = 32, 32
+
+
+def tiny_encoder(seed: int = 0) -> AudioMAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        n_mels=N_MELS,
+        max_frames=64,
+        patch_f=8,
+        patch_t=4,
+        enc_dim=32,
+        enc_depth=2,
+        enc_heads=2,
+        dec_dim=32,
+        dec_depth=1,
+        dec_heads=2,
+    )
+    return AudioMAE(cfg, features=FeatureConfig(n_mels=N_MELS))
+
+
+def separable_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0 has its energy in the low mel bins, class 1 in the high ones, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    spec = 0.5 * torch.randn(n, N_MELS, FRAMES, generator=g)
+    low = torch.zeros(N_MELS)
+    low[: N_MELS // 2] = 1.0
+    profile = torch.where(y[:, None].bool(), low.flip(0), low)
+    return spec + profile[:, :, None], y
+
+
+def quiet(**kw) -> TrainConfig:
+    base = dict(batch_size=16, log_every=0, tensorboard=False, progress=False, device="cpu", warmup_steps=0)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("mode", ["finetune", "linear_probe"])
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_head_shapes(pooling, mode, multilabel):
+    clf = AudioClassifier(tiny_encoder(), num_classes=5, pooling=pooling, mode=mode, multilabel=multilabel)
+    spec = torch.randn(3, N_MELS, FRAMES)
+    out = clf(spec)
+    assert out.logits.shape == (3, 5) and out.features.shape == (3, 32)
+    # Structured patch masking with a ragged batch still gives one row per item.
+    grid_t, grid_f = clf.encoder.grid(spec)
+    masked = clf(spec, time_freq_mask(3, grid_t, grid_f, 0.25, 0.25))
+    assert masked.logits.shape == (3, 5)
+    target = (torch.rand(3, 5) > 0.5).float() if multilabel else torch.tensor([0, 4, 2])
+    loss = clf.loss(out.logits, target)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    probs = clf.probabilities(out.logits)
+    if multilabel:
+        assert ((probs > 0) & (probs < 1)).all()
+    else:
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3))
+
+
+def test_decoder_is_dropped_and_source_encoder_untouched():
+    enc = tiny_encoder()
+    clf = AudioClassifier(enc, 3)
+    assert not any(k.startswith("encoder.dec") for k in clf.state_dict())
+    assert enc.decoder is not None  # the caller's pretrained model can seed more classifiers
+    torch.testing.assert_close(clf.encoder.patch_embed.weight, enc.patch_embed.weight)
+
+
+def test_finetune_every_parameter_gets_a_gradient():
+    for pooling in ("mean", "cls"):
+        clf = AudioClassifier(tiny_encoder(), 4, pooling=pooling)
+        clf.loss(clf(torch.randn(4, N_MELS, FRAMES)).logits, torch.tensor([0, 1, 2, 3])).backward()
+        missing = [n for n, p in clf.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert missing == []
+
+
+def test_linear_probe_learns_separable_task_with_frozen_encoder(tmp_path):
+    clf = AudioClassifier(tiny_encoder(), 2, mode="linear_probe")
+    before = {k: v.clone() for k, v in clf.encoder.state_dict().items()}
+    assert {n for n, p in clf.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
+    x, y = separable_data(64)
+    xv, yv = separable_data(64, seed=1)
+    ds = torch.utils.data.TensorDataset(x, y)
+    task = ClassificationTask(clf)
+    res = fit(task, ds, [(xv, yv)], quiet(steps=40, lr=1e-2), tmp_path)
+    assert res.val["acc"] >= 0.95, res.val
+    for k, v in clf.encoder.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    # BatchNorm statistics were learnt, and the saved model predicts the same.
+    assert clf.head_norm.running_var.mean() != 1.0
+    loaded = load_model(tmp_path / "model")
+    clf.eval()
+    torch.testing.assert_close(loaded(xv).logits, clf(xv).logits)
+
+
+def test_layer_wise_lr_decay_groups():
+    clf = AudioClassifier(tiny_encoder(), 3)
+    groups = clf.param_groups(1e-3, 0.05, layer_decay=0.5)
+    by_name = {}
+    names = {id(p): n for n, p in clf.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            by_name[names[id(p)]] = g
+    assert by_name["head.weight"]["lr_scale"] == 1.0 and by_name["head.weight"]["weight_decay"] == 0.05
+    assert by_name["head.bias"]["weight_decay"] == 0.0
+    assert by_name["encoder.encoder.1.mlp.0.weight"]["lr_scale"] == 0.5
+    assert by_name["encoder.encoder.0.mlp.0.weight"]["lr_scale"] == 0.25
+    assert by_name["encoder.patch_embed.weight"]["lr_scale"] == 0.125
+    assert sum(len(g["params"]) for g in groups) == len(list(clf.parameters()))
+    probe = AudioClassifier(tiny_encoder(), 3, mode="linear_probe")
+    assert sum(len(g["params"]) for g in probe.param_groups(1e-3, 0.05)) == 2
+
+
+def test_save_load_round_trip_and_predict(tmp_path):
+    clf = AudioClassifier(tiny_encoder(), 3, pooling="cls", labels=["yes", "no", "maybe"], clip_seconds=0.25)
+    clf.eval()
+    spec = torch.randn(2, N_MELS, FRAMES)
+    clf.save_pretrained(tmp_path / "ckpt")
+    cfg = read_config(tmp_path / "ckpt")
+    assert cfg["kind"] == "classifier" and cfg["classifier"]["labels"] == ["yes", "no", "maybe"]
+    assert cfg["model"]["enc_dim"] == 32 and cfg["features"]["n_mels"] == N_MELS and "norm" in cfg
+    loaded = AudioClassifier.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded(spec).logits, clf(spec).logits)
+    assert loaded.cfg == clf.cfg
+    top = loaded.predict(torch.randn(2, 3000), top_k=2)
+    assert len(top) == 2 and len(top[0]) == 2 and top[0][0][0] in {"yes", "no", "maybe"}
+    assert top[0][0][1] >= top[0][1][1]
+    # Predicting must not add front-end buffers to what is saved.
+    loaded.save_pretrained(tmp_path / "again")
+    load_model(tmp_path / "again")
+
+
+class CrashingTask(ClassificationTask):
+    crash_at: int = -1
+
+    def training_step(self, batch, step):
+        if step == self.crash_at:
+            raise KeyboardInterrupt
+        return super().training_step(batch, step)
+
+
+def test_finetune_resume_equals_uninterrupted(tmp_path):
+    x, y = separable_data(48)
+    ds = torch.utils.data.TensorDataset(x, y)
+    aug = AugmentConfig(
+        time_width=4, freq_width=4, max_shift=2, mixup_alpha=0.4, mask_time=0.25, mask_freq=0.25
+    )
+    cfg = quiet(steps=6, ckpt_every=2, lr=1e-3)
+    ref = ClassificationTask(AudioClassifier(tiny_encoder(), 2), augment=aug)
+    fit(ref, ds, None, cfg, tmp_path / "ref")
+
+    crashed = CrashingTask(AudioClassifier(tiny_encoder(), 2), augment=aug)
+    crashed.crash_at = 5
+    with pytest.raises(KeyboardInterrupt):
+        fit(crashed, ds, None, cfg, tmp_path / "run")
+    assert CheckpointManager(tmp_path / "run").latest().name == "step_000004"
+
+    resumed = ClassificationTask(AudioClassifier(tiny_encoder(seed=7), 2), augment=aug)
+    fit(resumed, ds, None, cfg, tmp_path / "run", resume=True)
+    for k, v in ref.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_average_precision_by_hand_and_map():
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    positive = torch.tensor([1, 0, 1, 0, 1])
+    assert average_precision(scores, positive) == pytest.approx((1 / 1 + 2 / 3 + 3 / 5) / 3)
+    # Ties are broken against the classifier, so input order does not matter.
+    tied = torch.tensor([0.5, 0.5])
+    assert average_precision(tied, torch.tensor([1, 0])) == 0.5
+    assert average_precision(tied, torch.tensor([0, 1])) == 0.5
+    targets = torch.tensor([[1, 0], [0, 1], [1, 0], [0, 0]])
+    perfect = targets.float() + 0.01 * torch.arange(4)[:, None]
+    assert mean_average_precision(perfect, targets) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no class"):
+        mean_average_precision(torch.rand(3, 2), torch.zeros(3, 2))
+
+
+def test_average_precision_matches_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(50, generator=g)
+    positive = torch.rand(50, generator=g) > 0.6
+    assert average_precision(scores, positive) == pytest.approx(
+        sk.average_precision_score(positive.numpy(), scores.numpy())
+    )
+
+
+def test_accuracy_and_confusion():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    target = torch.tensor([0, 0, 0])
+    assert accuracy(logits, target) == pytest.approx(2 / 3)
+    assert confusion_matrix(logits.argmax(-1), target, 2).tolist() == [[2, 1], [0, 0]]
+
+
+def test_augmentations_shapes_and_semantics():
+    g = torch.Generator().manual_seed(0)
+    spec = torch.randn(4, N_MELS, 40)
+    masked = spec_augment(spec, time_masks=1, time_width=5, freq_masks=1, freq_width=5, generator=g)
+    assert masked.shape == spec.shape and (masked == 0).any()
+    shifted = random_shift(torch.arange(10.0).expand(2, 3, 10), max_shift=3, fill=-1.0, generator=g)
+    for row in shifted[:, 0]:
+        kept = row[row >= 0]
+        assert torch.equal(kept, torch.arange(kept[0], kept[0] + len(kept)))  # contiguous, no wrap
+    assert random_crop(spec, 32, generator=g).shape == (4, N_MELS, 32)
+    onehot = torch.eye(4)
+    mixed, soft = mixup(spec, onehot, alpha=0.4, generator=g)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(4))
+    s2, t2 = augment_batch(spec, torch.tensor([0, 1, 2, 3]), AugmentConfig(mixup_alpha=0.4), 4, generator=g)
+    assert s2.shape == spec.shape and t2.shape == (4, 4)
+    with pytest.raises(ValueError, match="mask_time"):
+        AugmentConfig(mask_time=1.0)
