@@ -1,0 +1,242 @@
+"""Audio-MAE: a ViT encoder over visible spectrogram patches and a light decoder with mask tokens.
+
+Input spectrograms are normalised log-mel ``(B, F, T)``; T may be shorter than
+``cfg.max_frames`` (the positional table is sliced), but must be a multiple of ``patch_t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiomae.config import FeatureConfig, ModelConfig, model_preset
+from audiomae.features import LogMel, NormStats, patchify, unpatchify
+from audiomae.masking import MaskResult, no_mask
+
+
+def sincos_2d(dim: int, grid_t: int, grid_f: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos embeddings ``(grid_t * grid_f, dim)`` in time-major patch order.
+
+    Half the channels encode the time index and half the frequency index (MAE's recipe)."""
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+
+    def embed(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.double().unsqueeze(1) * omega.unsqueeze(0)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    t_idx = torch.arange(grid_t).repeat_interleave(grid_f)
+    f_idx = torch.arange(grid_f).repeat(grid_t)
+    return torch.cat([embed(t_idx), embed(f_idx)], dim=1).float()
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass(frozen=True)
+class MAEOutput:
+    """``loss``: scalar, MSE over masked patches. ``pred``: (B, N, P) predicted patches in the
+    normalised log-mel domain (per-patch normalised if ``norm_pix_loss``). ``mask``: (B, N) bool."""
+
+    loss: torch.Tensor
+    pred: torch.Tensor
+    mask: torch.Tensor
+
+
+class AudioMAE(nn.Module):
+    """Masked autoencoder over log-mel patches.
+
+    ``features`` and ``norm`` travel with the model so a checkpoint can turn a waveform into
+    the inputs it was trained on (see :meth:`featurize`)."""
+
+    def __init__(
+        self, cfg: ModelConfig, features: FeatureConfig | None = None, norm: NormStats | None = None
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.feature_cfg = features or FeatureConfig(n_mels=cfg.n_mels)
+        if self.feature_cfg.n_mels != cfg.n_mels:
+            raise ValueError(f"feature n_mels {self.feature_cfg.n_mels} != model n_mels {cfg.n_mels}")
+        self.norm = norm or NormStats()
+        n_max = cfg.max_grid_t * cfg.grid_f
+
+        self.patch_embed = nn.Linear(cfg.patch_dim, cfg.enc_dim)
+        self.register_buffer("enc_pos", sincos_2d(cfg.enc_dim, cfg.max_grid_t, cfg.grid_f), persistent=False)
+        self.encoder = nn.ModuleList(
+            Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
+        )
+        self.enc_norm = nn.LayerNorm(cfg.enc_dim)
+
+        self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))
+        self.register_buffer("dec_pos", sincos_2d(cfg.dec_dim, cfg.max_grid_t, cfg.grid_f), persistent=False)
+        self.decoder = nn.ModuleList(
+            Block(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
+        )
+        self.dec_norm = nn.LayerNorm(cfg.dec_dim)
+        self.dec_pred = nn.Linear(cfg.dec_dim, cfg.patch_dim)
+        self._n_max = n_max
+        self._frontend: LogMel | None = None
+        self.apply(self._init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_preset(cls, name: str, features: FeatureConfig | None = None, **overrides) -> AudioMAE:
+        n_mels = (features or FeatureConfig()).n_mels
+        return cls(model_preset(name, n_mels=n_mels, **overrides), features=features)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def featurize(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform ``(B, S)`` -> normalised log-mel ``(B, F, T)`` trimmed to whole patch columns."""
+        if self._frontend is None:
+            self._frontend = LogMel(self.feature_cfg).to(wave.device)
+        spec = self.norm.normalize(self._frontend(wave))
+        t = spec.shape[-1] - spec.shape[-1] % self.cfg.patch_t
+        return spec[..., :t]
+
+    def grid(self, spec: torch.Tensor) -> tuple[int, int]:
+        """(grid_t, grid_f) for a spectrogram ``(B, F, T)``, checking its geometry."""
+        _, f, t = spec.shape
+        cfg = self.cfg
+        if f != cfg.n_mels:
+            raise ValueError(f"spectrogram has {f} mel bins, model expects {cfg.n_mels}")
+        if t % cfg.patch_t or t > cfg.max_frames:
+            raise ValueError(
+                f"spectrogram has {t} frames; need a multiple of {cfg.patch_t} and at most {cfg.max_frames}"
+            )
+        return t // cfg.patch_t, cfg.grid_f
+
+    # ---- encoder / decoder --------------------------------------------------------------
+    def _encode_visible(
+        self, patches: torch.Tensor, m: MaskResult
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = patches.shape[1]
+        x = self.patch_embed(patches) + self.enc_pos[:n]
+        idx = m.keep_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        x = torch.gather(x, 1, idx)
+        attn_mask = None
+        if m.ragged:  # padded keys must not be attended to
+            attn_mask = m.keep_valid[:, None, None, :]
+        for blk in self.encoder:
+            x = blk(x, attn_mask)
+        return self.enc_norm(x), attn_mask
+
+    def encode(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
+        """Patch embeddings ``(B, K, enc_dim)`` of the visible patches (all patches by default)."""
+        grid_t, grid_f = self.grid(spec)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        m = mask if mask is not None else no_mask(spec.shape[0], grid_t, grid_f).to(spec.device)
+        return self._encode_visible(patches, m)[0]
+
+    def _local_mask(self, n: int, device: torch.device) -> torch.Tensor | None:
+        if self.cfg.dec_window is None:
+            return None
+        col = torch.arange(n, device=device) // self.cfg.grid_f
+        return (col[:, None] - col[None, :]).abs() <= self.cfg.dec_window
+
+    def decode(self, latent: torch.Tensor, m: MaskResult, n: int) -> torch.Tensor:
+        """Scatter encoder outputs into a full sequence of mask tokens and predict every patch."""
+        b = latent.shape[0]
+        x = self.dec_embed(latent)
+        full = self.mask_token.expand(b, n + 1, -1).clone()
+        # Padded entries of a ragged batch are sent to the spare slot n and dropped.
+        idx = torch.where(m.keep_valid, m.keep_idx, torch.full_like(m.keep_idx, n))
+        full = full.scatter(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)[:, :n]
+        x = full + self.dec_pos[:n]
+        attn_mask = self._local_mask(n, x.device)
+        for blk in self.decoder:
+            x = blk(x, attn_mask)
+        return self.dec_pred(self.dec_norm(x))
+
+    def forward(self, spec: torch.Tensor, mask: MaskResult) -> MAEOutput:
+        """``spec``: normalised log-mel (B, F, T). Loss is the MSE on masked patches only."""
+        self.grid(spec)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        n = patches.shape[1]
+        if mask.mask.shape != patches.shape[:2]:
+            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
+        latent, _ = self._encode_visible(patches, mask)
+        pred = self.decode(latent, mask, n)
+        target = patches
+        if self.cfg.norm_pix_loss:
+            mu = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mu) / (var + 1e-6).sqrt()
+        per_patch = (pred - target).square().mean(dim=-1)
+        weight = mask.mask.float()
+        loss = (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
+        return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
+
+    def reconstruct(self, spec: torch.Tensor, mask: MaskResult) -> torch.Tensor:
+        """Spectrogram ``(B, F, T)`` with masked patches replaced by predictions (normalised domain).
+
+        Only meaningful without ``norm_pix_loss`` (predictions are then absolute values)."""
+        out = self.forward(spec, mask)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        merged = torch.where(out.mask.unsqueeze(-1), out.pred, patches)
+        return unpatchify(merged, self.cfg.n_mels, self.cfg.patch_f, self.cfg.patch_t)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def save_pretrained(self, directory, extra: dict | None = None) -> None:
+        from audiomae.checkpoint import save_model
+
+        save_model(directory, self, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> AudioMAE:
+        from audiomae.checkpoint import load_model
+
+        model = load_model(directory, map_location=map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{directory}: holds a {type(model).__name__}, not an {cls.__name__}")
+        return model
+
+
+def flops_per_token_estimate(dim: int, depth: int, mlp_ratio: float = 4.0) -> float:
+    """Rough matmul FLOPs per token per layer stack (forward), ignoring attention scores."""
+    return depth * 2 * dim * dim * (4 + 2 * mlp_ratio)
+
+
+__all__ = ["AudioMAE", "MAEOutput", "sincos_2d", "flops_per_token_estimate"]
