@@ -1,0 +1,138 @@
+"""``audiomae simulate | conceal | eval-plc``: packet loss, concealment and the PLC benchmark."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_METHODS = "zero,g711,opus,opus-fec"
+DEFAULT_CONDITIONS = "ge05b1.5,ge10b2,ge20b3"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="drop packets from a clean file; write the lossy audio and its trace")
+    p.add_argument("clean", help="clean audio file (resampled to 16 kHz mono)")
+    p.add_argument(
+        "--loss",
+        required=True,
+        help="loss model: ge:RATE:BURST (Gilbert-Elliott), bernoulli:RATE, or a condition name like ge10b2",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed for the loss pattern (default 0)")
+    p.add_argument("-o", "--output", required=True, help="lossy audio to write (lost packets zeroed)")
+    p.add_argument("--trace", required=True, help="trace file to write (one 0/1 per 20 ms packet, 1 = lost)")
+    p.set_defaults(func=run_simulate)
+
+    p = sub.add_parser("conceal", help="conceal the lost packets of a lossy file given its trace")
+    p.add_argument("lossy", help="lossy audio file")
+    p.add_argument("--trace", required=True, help="trace file (one 0/1 per 20 ms packet, 1 = lost)")
+    p.add_argument("-o", "--output", required=True, help="concealed audio to write")
+    p.add_argument("--method", default="g711", help="concealment method (default g711); see eval-plc --help")
+    p.add_argument(
+        "--lookahead", type=int, default=None, help="packets of lookahead, for methods that take it"
+    )
+    p.add_argument("--clean", default=None, help="the sender's clean file: required by opus and opus-fec")
+    p.set_defaults(func=run_conceal)
+
+    p = sub.add_parser("eval-plc", help="benchmark concealment methods over files and loss conditions")
+    p.add_argument(
+        "inputs", nargs="+", metavar="PATH", help="audio files or directories (searched recursively)"
+    )
+    p.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated methods (default {DEFAULT_METHODS})"
+    )
+    p.add_argument(
+        "--conditions",
+        default=DEFAULT_CONDITIONS,
+        help=f"comma-separated loss conditions geRbB / berR (default {DEFAULT_CONDITIONS})",
+    )
+    p.add_argument("--out", required=True, help="directory for results.csv, results.md and results.png")
+    p.add_argument("--max-files", type=int, default=None, help="use only the first N files (sorted)")
+    p.add_argument(
+        "--max-seconds", type=float, default=None, help="use only the first S seconds of each file"
+    )
+    p.add_argument("--seed", type=int, default=0, help="mixed into every trace seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_eval_plc)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from audiomae.audio import load_audio, save_audio
+    from audiomae.loss_models import (
+        apply_loss,
+        as_loss_spec,
+        draw_loss,
+        mean_burst_length,
+        n_packets,
+        write_trace,
+    )
+
+    spec = as_loss_spec(args.loss)
+    clean = load_audio(args.clean)
+    lost = draw_loss(spec, n_packets(clean.size), args.seed)
+    lossy = apply_loss(clean, lost)
+    save_audio(args.output, lossy)
+    write_trace(args.trace, lost)
+    print(
+        f"{args.output}: {lost.sum()} of {lost.size} packets lost ({100 * lost.mean():.1f} %, "
+        f"mean burst {mean_burst_length(lost):.2f}) under {spec.name}; trace {args.trace}"
+    )
+    return 0
+
+
+def run_conceal(args: argparse.Namespace) -> int:
+    from audiomae.audio import load_audio, save_audio
+    from audiomae.loss_models import check_trace_length, read_trace
+    from audiomae.plc import conceal
+
+    # Read and check everything before writing anything, so a bad input leaves no output file.
+    lost = read_trace(args.trace)
+    lossy = load_audio(args.lossy)
+    lost = check_trace_length(lost, lossy.size)
+    clean = load_audio(args.clean) if args.clean else None
+    out = conceal(lossy, lost, method=args.method, lookahead=args.lookahead, clean=clean)
+    save_audio(args.output, out)
+    print(f"{args.output}: concealed {int(lost.sum())} of {lost.size} packets with {args.method}")
+    return 0
+
+
+def _collect(inputs: list[str]) -> list[Path]:
+    from audiomae.audio import AUDIO_EXTENSIONS
+
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            if not found:
+                raise ValueError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"not found: {path}")
+    return files
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def run_eval_plc(args: argparse.Namespace) -> int:
+    from audiomae.eval.plc_benchmark import run_plc_benchmark
+
+    files = _collect(args.inputs)
+    if args.max_files is not None:
+        if args.max_files < 1:
+            raise ValueError(f"--max-files must be at least 1, got {args.max_files}")
+        files = files[: args.max_files]
+    run_plc_benchmark(
+        files,
+        _split(args.methods),
+        _split(args.conditions),
+        args.out,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        progress=not args.no_progress,
+    )
+    print((Path(args.out) / "results.md").read_text(), end="")
+    return 0

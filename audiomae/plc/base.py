@@ -1,0 +1,196 @@
+"""The streaming concealer interface and the registry of concealment methods.
+
+A receiver pushes one 20 ms packet at a time (``None`` for a lost one) and gets back one
+packet of output. A concealer with ``lookahead = k`` answers with packet ``t - k`` when
+packet ``t`` arrives, so it can interpolate across a gap from the k packets after it:
+
+    push:     p0   p1   p2   p3   ...   flush()
+    output:   0    0    o0   o1   ...   o(n-2) o(n-1)      (k = 2)
+
+The base class owns everything that is the same for every method: packet validation,
+the delay line, clipping and the NaN guard. A subclass implements only ``_conceal``.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
+
+
+class StreamingConcealer(abc.ABC):
+    """Base class for packet-loss concealers.
+
+    Attributes:
+        lookahead: packets of algorithmic delay (0 = causal). Output is delayed by exactly
+            ``lookahead`` packets; the first ``lookahead`` outputs are zeros.
+        requires_source: True for codec simulations (Opus) that encode the sender's clean
+            signal themselves; such a concealer needs ``set_source(clean)`` before pushing.
+    """
+
+    lookahead: int = 0
+    requires_source: bool = False
+
+    def __init__(self) -> None:
+        self._window: deque[np.ndarray | None] = deque()
+        self._n_pushed = 0
+        self._n_emitted = 0
+
+    # -- public streaming API -------------------------------------------------------------
+
+    def push(self, packet: np.ndarray | None) -> np.ndarray:
+        """Take packet ``t`` (``(SAMPLES_PER_PACKET,)`` float, or None if lost).
+
+        Returns ``(SAMPLES_PER_PACKET,)`` float32 in [-1, 1]: output packet ``t - lookahead``
+        (zeros while the delay line fills).
+        """
+        self._window.append(self.check_packet(packet, self._n_pushed))
+        self._n_pushed += 1
+        if len(self._window) <= self.lookahead:
+            return np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
+        return self._emit(list(self._window))
+
+    def flush(self) -> np.ndarray:
+        """End the stream: return the ``lookahead * SAMPLES_PER_PACKET`` samples still delayed.
+
+        Packets after the end of the stream look lost to the concealer (a receiver cannot
+        tell a hang-up from a loss). The concealer is reset afterwards, ready for a new stream.
+        """
+        out = []
+        for _ in range(self.lookahead):
+            self._window.append(_END)
+            if len(self._window) <= self.lookahead:
+                out.append(np.zeros(SAMPLES_PER_PACKET, dtype=np.float32))
+            else:
+                out.append(self._emit([None if p is _END else p for p in self._window]))
+        self.reset()
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def reset(self) -> None:
+        """Forget the stream: empty the delay line and the method's history."""
+        self._window.clear()
+        self._n_pushed = 0
+        self._n_emitted = 0
+        self._reset()
+
+    @property
+    def emit_index(self) -> int:
+        """Index of the packet the next ``_conceal`` call emits (stream position)."""
+        return self._n_emitted
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        """Return output packet ``t``, ``(SAMPLES_PER_PACKET,)`` float.
+
+        ``window[j]`` is packet ``t + j`` for ``j = 0..lookahead`` (float32, or None if
+        lost). Called once per packet, in order, so the method may keep history.
+        """
+
+    def _reset(self) -> None:  # noqa: B027 - optional hook, stateless methods need not override
+        """Clear method state; override when the method keeps history."""
+
+    @staticmethod
+    def check_packet(packet: np.ndarray | None, index: int | None = None) -> np.ndarray | None:
+        """Validate one packet; return it as a float32 copy (None passes through).
+
+        Raises ValueError naming the packet index and the problem.
+        """
+        if packet is None:
+            return None
+        where = f"packet {index}" if index is not None else "packet"
+        arr = np.asarray(packet)
+        if arr.dtype.kind in "iub":
+            raise ValueError(
+                f"{where}: integer samples ({arr.dtype}) are not accepted; pass float samples in "
+                "[-1, 1] (e.g. int16 / 32768)"
+            )
+        if arr.dtype.kind != "f":
+            raise ValueError(f"{where}: expected float32 or float64 samples, got dtype {arr.dtype}")
+        if arr.ndim != 1:
+            raise ValueError(f"{where}: expected a 1-D array of samples, got shape {arr.shape}")
+        if arr.size != SAMPLES_PER_PACKET:
+            raise ValueError(
+                f"{where}: expected {SAMPLES_PER_PACKET} samples "
+                f"({SAMPLES_PER_PACKET * 1000 // SAMPLE_RATE} ms at {SAMPLE_RATE} Hz), got {arr.size}"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{where}: contains NaN or inf samples")
+        return arr.astype(np.float32, copy=True)
+
+    def _emit(self, window: list[np.ndarray | None]) -> np.ndarray:
+        out = np.asarray(self._conceal(window), dtype=np.float32)
+        self._window.popleft()
+        self._n_emitted += 1
+        if out.shape != (SAMPLES_PER_PACKET,):
+            raise RuntimeError(
+                f"{type(self).__name__}._conceal returned shape {out.shape}, expected ({SAMPLES_PER_PACKET},)"
+            )
+        # A model that diverges must not put NaN or full-scale garbage on the line.
+        out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(out, -1.0, 1.0)
+
+
+_END = object()  # marks packets after the end of the stream inside flush()
+
+
+# -- registry -----------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[..., StreamingConcealer]] = {}
+
+
+class UnsupportedOptionError(ValueError):
+    """``make_concealer`` was given an option the method's factory does not take."""
+
+
+def register_concealer(name: str, factory: Callable[..., StreamingConcealer]) -> None:
+    """Make ``make_concealer(name, **kwargs)`` call ``factory(**kwargs)``; re-registering replaces."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"concealer name must be a non-empty string, got {name!r}")
+    _REGISTRY[name] = factory
+
+
+def _load_builtin() -> None:
+    # Imported here, not at module import, because baselines imports this module.
+    importlib.import_module("audiomae.plc.baselines")
+
+
+def _load_mae() -> None:
+    try:
+        importlib.import_module("audiomae.plc.mae")
+    except ImportError as exc:
+        raise ValueError(
+            f"the MAE concealers need audiomae.plc.mae, which could not be imported: {exc}"
+        ) from exc
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`make_concealer`, sorted (MAE methods only if importable)."""
+    _load_builtin()
+    try:
+        _load_mae()
+    except ValueError:
+        pass
+    return sorted(_REGISTRY)
+
+
+def make_concealer(name: str, **kwargs) -> StreamingConcealer:
+    """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
+    _load_builtin()
+    if name not in _REGISTRY and name.startswith("mae"):
+        _load_mae()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown concealment method {name!r}; available: {', '.join(available_methods())}")
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as exc:
+        # Usually an option the method does not have (e.g. lookahead for a causal one).
+        raise UnsupportedOptionError(
+            f"method {name!r} does not accept options {sorted(kwargs)}: {exc}"
+        ) from exc

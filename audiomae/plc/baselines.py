@@ -1,0 +1,298 @@
+"""Classical concealment baselines: silence, ITU-T G.711 Appendix I, and the Opus codec's own PLC/FEC."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, validate_waveform
+from audiomae.plc.base import StreamingConcealer, register_concealer
+
+
+class ZeroConcealer(StreamingConcealer):
+    """Lost packets become silence: the floor every method must beat."""
+
+    lookahead = 0
+
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        packet = window[0]
+        return np.zeros(SAMPLES_PER_PACKET, dtype=np.float32) if packet is None else packet
+
+
+def _crossfade(fade_out: np.ndarray, fade_in: np.ndarray) -> np.ndarray:
+    """Linear overlap-add as in G.711 App. I: the last sample is all ``fade_in``."""
+    w = np.arange(1, fade_out.size + 1) / fade_out.size
+    return (1.0 - w) * fade_out + w * fade_in
+
+
+class G711Concealer(StreamingConcealer):
+    """Pitch-repetition PLC after ITU-T G.711 Appendix I, run at 16 kHz with no added delay.
+
+    Times are those of the appendix, scaled from 8 kHz: 10 ms processing frames, pitch
+    search over 5-15 ms on the last 20 ms of history (coarse at 4 kHz, then full rate),
+    a 48.75 ms history, 1/2/3 pitch periods replayed as the erasure passes 0/10/20 ms,
+    attenuation of 20 % per 10 ms from 10 ms on, silence from 60 ms, and an overlap-add of
+    4 ms + 4 ms per extra 10 ms of erasure (at most 10 ms) into the first good frame.
+
+    Delay: the appendix delays its output by 3.75 ms so that, when an erasure starts, it can
+    still rewrite the last quarter pitch period of the signal already decoded. Here the
+    concealer is causal with ``lookahead = 0``: those samples have already been played, so
+    the quarter-period overlap-add smooths only the seam inside the repeated pitch buffer
+    (where the period wraps), and the junction with the played signal is left as the pitch
+    search made it (the search maximises exactly that similarity). On recovery the
+    synthetic signal is overlap-added into the start of the first received packet instead
+    of into delayed samples, so the stream stays delay-free.
+    """
+
+    lookahead = 0
+
+    _ATTEN_PER_FRAME = 0.2  # gain lost per 10 ms after the first 10 ms of an erasure
+    _SILENT_FROM_FRAME = 6  # 60 ms: by then the gain has ramped to zero
+    _MIN_POWER = 250.0 / 80 / 32768.0**2  # App. I CORRMINPOWER, per correlation term, float scale
+
+    def __init__(self) -> None:
+        super().__init__()
+        ms = SAMPLE_RATE / 1000.0
+        self.frame = round(10 * ms)
+        if SAMPLES_PER_PACKET % self.frame:
+            raise ValueError(
+                f"G.711 App. I works in 10 ms frames; a {SAMPLES_PER_PACKET}-sample packet is not"
+            )
+        self.pitch_min = round(5 * ms)
+        self.pitch_max = round(15 * ms)
+        self.corr_len = round(20 * ms)
+        self.decimation = max(1, SAMPLE_RATE // 4000)
+        self.overlap_step = round(4 * ms)
+        # 3 periods of the longest pitch plus its quarter-period overlap: 48.75 ms.
+        self.history_len = 3 * self.pitch_max + self.pitch_max // 4
+        self._reset()
+
+    def _reset(self) -> None:
+        self._history = np.zeros(self.history_len)
+        self._erased = 0  # 10 ms frames concealed in the current erasure
+        self._base = self._history
+        self._pitch = self.pitch_min
+        self._quarter = self.pitch_min // 4
+        self._last_quarter = np.zeros(self._quarter)
+        self._buffer = np.zeros(self.pitch_min)
+        self._offset = 0
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        packet = window[0]
+        out = np.empty(SAMPLES_PER_PACKET)
+        for start in range(0, SAMPLES_PER_PACKET, self.frame):
+            span = slice(start, start + self.frame)
+            out[span] = self._erase_frame() if packet is None else self._receive_frame(packet[span])
+        return out
+
+    def _receive_frame(self, frame: np.ndarray) -> np.ndarray:
+        frame = frame.astype(np.float64)
+        if self._erased:
+            n = min(self.overlap_step * self._erased, self.frame)
+            synthetic = self._synthesise(n) * self._gains(self._erased, n)
+            frame[:n] = _crossfade(synthetic, frame[:n])
+            self._erased = 0
+        self._remember(frame)
+        return frame
+
+    def _erase_frame(self) -> np.ndarray:
+        k = self._erased
+        if k == 0:
+            self._start_erasure()
+            out = self._synthesise(self.frame)
+        elif k <= 2:
+            # Replay one more period from 10 and 20 ms on, so a long erasure is less buzzy;
+            # keep the phase and cross-fade from the old buffer's continuation.
+            offset = self._offset
+            tail = self._synthesise(self._quarter)
+            self._offset = offset % self._pitch
+            self._build_buffer(k + 1)
+            out = self._synthesise(self.frame)
+            out[: self._quarter] = _crossfade(tail, out[: self._quarter])
+        elif k < self._SILENT_FROM_FRAME:
+            out = self._synthesise(self.frame)
+        else:
+            out = np.zeros(self.frame)
+        out *= self._gains(k, self.frame)
+        self._erased += 1
+        self._remember(out)
+        return out
+
+    def _remember(self, frame: np.ndarray) -> None:
+        self._history = np.concatenate([self._history[frame.size :], frame])
+
+    # -- synthesis --------------------------------------------------------------------------
+
+    def _start_erasure(self) -> None:
+        self._base = self._history.copy()
+        self._pitch = self.find_pitch(self._base)
+        self._quarter = self._pitch // 4
+        self._last_quarter = self._base[-self._quarter :].copy()
+        self._offset = 0
+        self._build_buffer(1)
+
+    def _build_buffer(self, periods: int) -> None:
+        """The last ``periods`` pitch periods of history, their end blended into what preceded them."""
+        n, q, h = periods * self._pitch, self._quarter, self._base
+        buf = h[h.size - n :].copy()
+        # When the buffer wraps, its end is followed by its start; fading the end into the
+        # samples just before the start makes that seam continuous.
+        buf[-q:] = _crossfade(self._last_quarter, h[h.size - n - q : h.size - n])
+        self._buffer = buf
+
+    def _synthesise(self, n: int) -> np.ndarray:
+        idx = (self._offset + np.arange(n)) % self._buffer.size
+        self._offset = (self._offset + n) % self._buffer.size
+        return self._buffer[idx]
+
+    def _gains(self, k: int, n: int) -> np.ndarray:
+        """Gain for ``n`` samples from the start of erasure frame ``k`` (0-based, 10 ms each)."""
+        if k == 0:
+            return np.ones(n)
+        step = self._ATTEN_PER_FRAME / self.frame
+        g = 1.0 - self._ATTEN_PER_FRAME * (k - 1) - step * np.arange(n)
+        return np.maximum(g, 0.0)
+
+    def find_pitch(self, history: np.ndarray) -> int:
+        """Pitch period in samples (5-15 ms) maximising the normalised cross-correlation.
+
+        The last 20 ms is correlated with the history ``P`` samples earlier; the coarse
+        search runs at 4 kHz (every ``decimation``-th sample and lag), the fine search at
+        full rate around the coarse best. Ties go to the shorter period, as in App. I.
+        """
+        h = np.asarray(history, dtype=np.float64)
+        end = h.size
+        target = h[end - self.corr_len :]
+
+        def score(pitch: int, step: int) -> float:
+            ref = h[end - self.corr_len - pitch : end - pitch : step]
+            energy = max(float(ref @ ref), self._MIN_POWER * ref.size)
+            return float(target[::step] @ ref) / math.sqrt(energy)
+
+        def best(pitches: range, step: int) -> int:
+            # Scanning from the longest period with >= keeps the shortest of equal scores.
+            top, top_score = pitches[0], -math.inf
+            for p in pitches:
+                s = score(p, step)
+                if s >= top_score:
+                    top, top_score = p, s
+            return top
+
+        d = self.decimation
+        coarse = best(range(self.pitch_max, self.pitch_min - 1, -d), d)
+        lo, hi = max(self.pitch_min, coarse - (d - 1)), min(self.pitch_max, coarse + (d - 1))
+        return best(range(hi, lo - 1, -1), 1)
+
+
+def _import_opus():
+    try:
+        import opuslib_next
+    except ImportError as exc:
+        raise ImportError(
+            "the Opus baselines need opuslib-next-bundled: pip install 'audiomae[eval]'"
+        ) from exc
+    return opuslib_next
+
+
+class OpusConcealer(StreamingConcealer):
+    """The Opus codec (libopus via opuslib_next) with its own PLC, optionally in-band FEC.
+
+    This is a codec simulation, so it needs the sender's signal: ``set_source(clean)``
+    encodes every packet, lost or not, as the sender would (it cannot know what the network
+    will drop); ``push`` then only says which payloads arrived, and the output is what an
+    Opus receiver plays: decoded audio for received packets, the decoder's PLC for lost
+    ones, or with ``fec=True`` the low-bitrate redundant copy carried in packet ``t + 1``
+    (hence ``lookahead = 1``). Scores therefore include coding at ``bitrate``.
+
+    The encoder's algorithmic delay (``codec_delay`` samples, 104 = 6.5 ms at 16 kHz in
+    libopus 1.6) is removed by feeding the encoder a signal advanced by that much, so decoded
+    packet ``t`` lines up sample for sample with input packet ``t`` and PESQ is fair.
+    """
+
+    requires_source = True
+
+    def __init__(
+        self, bitrate: int = 64000, fec: bool = False, packet_loss_perc: int = 20, complexity: int = 10
+    ) -> None:
+        super().__init__()
+        if not 6000 <= bitrate <= 510000:
+            raise ValueError(f"Opus bitrate must be in [6000, 510000] bit/s, got {bitrate}")
+        if not 0 <= packet_loss_perc <= 100:
+            raise ValueError(f"packet_loss_perc must be in [0, 100], got {packet_loss_perc}")
+        if not 0 <= complexity <= 10:
+            raise ValueError(f"Opus complexity must be in [0, 10], got {complexity}")
+        self._opus = _import_opus()
+        self.bitrate = int(bitrate)
+        self.fec = bool(fec)
+        self.packet_loss_perc = int(packet_loss_perc)
+        self.complexity = int(complexity)
+        self.lookahead = 1 if self.fec else 0
+        self._decoder = self._opus.Decoder(SAMPLE_RATE, 1)
+        self._payloads: list[bytes] | None = None
+
+    def _new_encoder(self):
+        enc = self._opus.Encoder(SAMPLE_RATE, 1, self._opus.APPLICATION_VOIP)
+        enc.bitrate = self.bitrate
+        enc.complexity = self.complexity
+        if self.fec:
+            enc.inband_fec = 1
+            # The encoder only spends bits on redundancy when told to expect loss.
+            enc.packet_loss_perc = self.packet_loss_perc
+        return enc
+
+    @property
+    def codec_delay(self) -> int:
+        """The encoder's algorithmic delay in samples (its OPUS_GET_LOOKAHEAD)."""
+        return int(self._new_encoder().lookahead)
+
+    def encode_stream(self, clean: np.ndarray) -> list[bytes]:
+        """Sender side: one Opus payload per packet of ``clean`` ``(S,)``, delay-compensated."""
+        x = validate_waveform(clean, "clean")
+        if x.ndim != 1:
+            raise ValueError(f"clean: expected mono audio of shape (samples,), got {x.shape}")
+        enc = self._new_encoder()
+        delay = int(enc.lookahead)
+        n = math.ceil(x.size / SAMPLES_PER_PACKET)
+        advanced = np.zeros(n * SAMPLES_PER_PACKET + delay, dtype=np.float32)
+        advanced[: x.size] = np.clip(x, -1.0, 1.0)
+        advanced = advanced[delay:]
+        return [
+            enc.encode_float(advanced[i : i + SAMPLES_PER_PACKET].tobytes(), SAMPLES_PER_PACKET)
+            for i in range(0, n * SAMPLES_PER_PACKET, SAMPLES_PER_PACKET)
+        ]
+
+    def set_source(self, clean: np.ndarray) -> None:
+        """Encode the sender's signal; then push one packet (or None if lost) per payload."""
+        self._payloads = self.encode_stream(clean)
+        self.reset()
+
+    def _reset(self) -> None:
+        self._decoder.reset_state()
+
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        if self._payloads is None:
+            raise ValueError(
+                "OpusConcealer simulates the codec and needs the sender's signal: call "
+                "set_source(clean) first (conceal(..., clean=...) does this)"
+            )
+        t, n = self.emit_index, len(self._payloads)
+        if t >= n:
+            raise ValueError(f"packet {t}: the source given to set_source has only {n} packets")
+        frame = SAMPLES_PER_PACKET
+        if window[0] is not None:
+            pcm = self._decoder.decode_float(self._payloads[t], frame)
+        elif self.fec and t + 1 < n and window[1] is not None:
+            pcm = self._decoder.decode_float(self._payloads[t + 1], frame, decode_fec=True)
+        else:
+            # An empty payload asks libopus for its packet-loss concealment.
+            pcm = self._decoder.decode_float(b"", frame)
+        return np.frombuffer(pcm, dtype=np.float32)
+
+
+register_concealer("zero", ZeroConcealer)
+register_concealer("g711", G711Concealer)
+register_concealer("opus", lambda **kw: OpusConcealer(fec=False, **kw))
+register_concealer("opus-fec", lambda **kw: OpusConcealer(fec=True, **kw))

@@ -1,0 +1,91 @@
+import csv
+
+import numpy as np
+import pytest
+
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio, save_audio
+from audiomae.cli import main
+from audiomae.loss_models import read_trace
+
+
+@pytest.fixture
+def clean_wav(tmp_path):
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    x = (
+        0.2
+        * sum(np.sin(2 * np.pi * 160 * k * t) / k for k in range(1, 8))
+        * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+    )
+    return save_audio(tmp_path / "clean.wav", x.astype(np.float32))
+
+
+def test_simulate_then_conceal(tmp_path, clean_wav, capsys):
+    lossy, trace, out = tmp_path / "lossy.wav", tmp_path / "lossy.txt", tmp_path / "out.wav"
+    args = [
+        "simulate",
+        str(clean_wav),
+        "--loss",
+        "ge:0.2:3",
+        "--seed",
+        "4",
+        "-o",
+        str(lossy),
+        "--trace",
+        str(trace),
+    ]
+    assert main(args) == 0
+    lost = read_trace(trace)
+    clean = load_audio(clean_wav)
+    assert lost.size == -(-clean.size // SAMPLES_PER_PACKET) and lost.any()
+    assert "packets lost" in capsys.readouterr().out
+    # Same seed, same pattern.
+    assert main(args[:-4] + ["-o", str(tmp_path / "again.wav"), "--trace", str(tmp_path / "again.txt")]) == 0
+    assert np.array_equal(read_trace(tmp_path / "again.txt"), lost)
+
+    assert main(["conceal", str(lossy), "--trace", str(trace), "-o", str(out)]) == 0
+    y = load_audio(out)
+    assert y.shape == clean.shape
+    lost_samples = np.repeat(lost, SAMPLES_PER_PACKET)[: clean.size]
+    assert np.abs(y[lost_samples]).max() > 0.01  # g711 filled the gaps
+
+    opus_out = tmp_path / "opus.wav"
+    cmd = ["conceal", str(lossy), "--trace", str(trace), "-o", str(opus_out), "--method", "opus-fec"]
+    assert main(cmd) == 2  # opus needs the sender's signal
+    assert "--clean" in capsys.readouterr().err and not opus_out.exists()
+    assert main(cmd + ["--clean", str(clean_wav), "--lookahead", "1"]) == 0
+    assert load_audio(opus_out).shape == clean.shape
+
+
+def test_bad_trace_leaves_no_output(tmp_path, clean_wav, capsys):
+    trace, out = tmp_path / "bad.txt", tmp_path / "out.wav"
+    trace.write_text("0\n1\nx\n")
+    assert main(["conceal", str(clean_wav), "--trace", str(trace), "-o", str(out)]) == 2
+    assert "bad.txt:3" in capsys.readouterr().err
+    trace.write_text("0\n1\n")  # too short for 2 s of audio
+    assert main(["conceal", str(clean_wav), "--trace", str(trace), "-o", str(out)]) == 2
+    assert "needs 100" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "clean.wav"]
+
+
+def test_simulate_rejects_bad_loss_spec(tmp_path, clean_wav, capsys):
+    out = tmp_path / "l.wav"
+    assert (
+        main(["simulate", str(clean_wav), "--loss", "ge:2:3", "-o", str(out), "--trace", str(tmp_path / "t")])
+        == 2
+    )
+    assert "loss spec" in capsys.readouterr().err and not out.exists()
+
+
+def test_eval_plc(tmp_path, clean_wav, capsys):
+    out = tmp_path / "results"
+    args = ["eval-plc", str(tmp_path), "--methods", "zero,g711", "--conditions", "ge10b2", "--out", str(out)]
+    assert main(args + ["--max-seconds", "1.5", "--no-progress"]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["method"] for r in rows] == ["zero", "g711"]
+    assert all(float(r["plcmos"]) > 0 for r in rows)
+    assert (out / "results.png").stat().st_size > 0
+    assert "| ge10b2 | g711 |" in (out / "results.md").read_text()
+    assert "| ge10b2 | g711 |" in capsys.readouterr().out
+
+    assert main(args[:2] + ["--methods", "g711,nope", "--out", str(tmp_path / "x")]) == 2
+    assert "'nope' is not available" in capsys.readouterr().err and not (tmp_path / "x").exists()
