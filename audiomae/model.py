@@ -187,8 +187,11 @@ class AudioMAE(nn.Module):
             x = blk(x, attn_mask)
         return self.dec_pred(self.dec_norm(x))
 
-    def forward(self, spec: torch.Tensor, mask: MaskResult) -> MAEOutput:
-        """``spec``: normalised log-mel (B, F, T). Loss is the MSE on masked patches only."""
+    def forward(self, spec: torch.Tensor, mask: MaskResult, target: torch.Tensor | None = None) -> MAEOutput:
+        """``spec``: normalised log-mel (B, F, T). Loss is the MSE on masked patches only.
+
+        ``target`` (B, F, T), default ``spec``: what masked patches should be. PLC fine-tuning
+        feeds features of the lossy signal as ``spec`` and the clean signal as ``target``."""
         self.grid(spec)
         patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
         n = patches.shape[1]
@@ -196,7 +199,12 @@ class AudioMAE(nn.Module):
             raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
         latent, _ = self._encode_visible(patches, mask)
         pred = self.decode(latent, mask, n)
-        target = patches
+        if target is None:
+            target = patches
+        else:
+            if target.shape != spec.shape:
+                raise ValueError(f"target shape {tuple(target.shape)} != spec shape {tuple(spec.shape)}")
+            target = patchify(target, self.cfg.patch_f, self.cfg.patch_t)
         if self.cfg.norm_pix_loss:
             mu = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)

@@ -1,0 +1,244 @@
+"""The Audio-MAE concealer: predict the lost packet's log-mel column, vocode it, cross-fade it in.
+
+Per lost packet ``t`` the concealer builds a window of ``context_packets`` packets of received
+audio (lost ones zeroed) ending with ``t`` and then either one unknown future packet (causal)
+or the ``lookahead`` packets after ``t``; it masks every lost column, lets the MAE fill them,
+and renders packet ``t`` (plus a short tail) with the vocoder from the filled log-mel:
+
+    received ... | t-1 |   t (lost)   | t+1 ...
+                 ......\\____/~~~~~~~~~\\.....            \\ / : cross-fades
+                  pitch   vocoder      tail -> next packet (recovery, or the next lost one)
+                  continuation
+
+* Burst start: the vocoder's phase does not match the audio already played, so the first
+  ``fade`` samples cross-fade from a pitch-period continuation of the played audio.
+* Recovery: the rendered tail beyond the lost packet is cross-faded into the first received
+  packet, so recovery adds no delay.
+* Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
+  ``fade_packets`` packets, into comfort noise at the speaker's background level.
+
+Every call does a bounded amount of work: one MAE pass over ``context_packets`` columns and
+one vocoder pass over ``vocoder_context + 6`` frames per lost packet; a received packet only
+updates ring buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audiomae.audio import SAMPLES_PER_PACKET
+from audiomae.features import LogMel
+from audiomae.masking import packet_loss_mask
+from audiomae.model import AudioMAE
+from audiomae.plc.base import StreamingConcealer, register_concealer
+
+DEFAULT_PLC_MODEL = "plc_tiny_speech"
+
+
+@dataclass(frozen=True)
+class ConcealerConfig:
+    """Streaming concealer settings (packets are 20 ms, samples at 16 kHz)."""
+
+    context_packets: int = 40  # MAE window, including the target and the packets after it
+    vocoder_context: int = 12  # mel frames of left context given to the vocoder
+    fade: int = 80  # cross-fade length in samples (5 ms) at burst start and recovery
+    full_level_packets: int = 3  # lost packets rendered at full level before fading (60 ms)
+    fade_packets: int = 5  # packets over which a long burst fades into comfort noise
+    comfort_noise: bool = True
+    noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.context_packets < 4:
+            raise ValueError(f"context_packets must be at least 4, got {self.context_packets}")
+        if not 0 < self.fade <= SAMPLES_PER_PACKET // 2:
+            raise ValueError(f"fade must be in (0, {SAMPLES_PER_PACKET // 2}] samples, got {self.fade}")
+        if self.fade_packets < 1 or self.full_level_packets < 0:
+            raise ValueError("fade_packets must be >= 1 and full_level_packets >= 0")
+
+
+def _ramp(n: int) -> np.ndarray:
+    # Raised-cosine fade-in; (1 - ramp) is the matching fade-out, and the two sum to one.
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+
+
+def pitch_continuation(history: np.ndarray, n: int, find_pitch) -> np.ndarray:
+    """Repeat the last pitch period of ``history`` for ``n`` samples (phase-continuous)."""
+    period = int(find_pitch(history))
+    cycle = history[-period:]
+    reps = int(np.ceil(n / period))
+    return np.tile(cycle, reps)[:n].astype(np.float32)
+
+
+class MAEConcealer(StreamingConcealer):
+    """Packet-loss concealment with an Audio-MAE and a neural vocoder.
+
+    ``model``: an AudioMAE fine-tuned for PLC (one patch column per packet); ``vocoder``: an
+    :class:`audiomae.vocoder.Vocoder` on the same log-mel; both default to the bundled
+    weights. ``lookahead``: packets of delay (0 = causal, extrapolates; k >= 1 interpolates
+    across gaps of up to the lookahead's reach).
+    """
+
+    def __init__(
+        self,
+        model: AudioMAE | None = None,
+        vocoder=None,
+        lookahead: int = 0,
+        config: ConcealerConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0 packets, got {lookahead}")
+        self.cfg = cfg = config or ConcealerConfig()
+        self.lookahead = int(lookahead)
+        self.model = (model or load_default_plc_model()).eval()
+        if vocoder is None:
+            from audiomae.vocoder import load_default_vocoder
+
+            vocoder = load_default_vocoder()
+        self.vocoder = vocoder.eval()
+        mcfg, fcfg = self.model.cfg, self.model.feature_cfg
+        if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
+            raise ValueError(
+                f"the MAE's patch columns are {mcfg.patch_t * fcfg.hop_length} samples wide; PLC needs "
+                f"one column per {SAMPLES_PER_PACKET}-sample packet"
+            )
+        if self.vocoder.feature_cfg != fcfg:
+            raise ValueError("the vocoder and the MAE were trained on different log-mel settings")
+        if cfg.context_packets * mcfg.patch_t > mcfg.max_frames:
+            raise ValueError(
+                f"context of {cfg.context_packets} packets exceeds the MAE's {mcfg.max_frames} frames"
+            )
+        self._after = max(1, self.lookahead)  # columns after the target inside the MAE window
+        if self._after >= cfg.context_packets - 1:
+            raise ValueError(
+                f"lookahead {lookahead} leaves no history in a {cfg.context_packets}-packet window"
+            )
+        self._frames_per_packet = mcfg.patch_t
+        self.frontend = LogMel(fcfg, backend="torch")
+        from audiomae.plc.baselines import G711Concealer
+
+        self._find_pitch = G711Concealer().find_pitch
+        self._pitch_history = int(0.05 * fcfg.sample_rate)  # 50 ms of played audio for the pitch search
+        self._reset()
+
+    # ---- state ----------------------------------------------------------------------------
+    def _reset(self) -> None:
+        n_hist = self.cfg.context_packets - 1 - self._after
+        self._hist = np.zeros(n_hist * SAMPLES_PER_PACKET, dtype=np.float32)  # received audio, lost = 0
+        self._hist_lost = np.zeros(n_hist, dtype=bool)
+        self._played = np.zeros(self._pitch_history, dtype=np.float32)  # what the listener heard
+        self._tail: np.ndarray | None = None
+        self._burst = 0
+        self._levels: list[float] = []
+        self._rng = np.random.default_rng(self.cfg.noise_seed)
+
+    def _remember(self, received: np.ndarray | None, played: np.ndarray) -> None:
+        self._hist = np.concatenate(
+            [self._hist[SAMPLES_PER_PACKET:], received if received is not None else np.zeros_like(played)]
+        )
+        self._hist_lost = np.append(self._hist_lost[1:], received is None)
+        self._played = np.concatenate([self._played[SAMPLES_PER_PACKET:], played])
+        if received is not None:
+            self._levels.append(float(np.sqrt(np.mean(received.astype(np.float64) ** 2)) + 1e-9))
+            del self._levels[:-150]  # the last 3 s
+
+    def _background_level(self) -> float:
+        if not self._levels:
+            return 0.0
+        return float(np.percentile(self._levels, 10))
+
+    # ---- concealment ----------------------------------------------------------------------
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        packet = window[0]
+        fade = self.cfg.fade
+        if packet is not None:
+            out = packet.copy()
+            if self._tail is not None:  # recovery: blend the rendered continuation into the packet
+                r = _ramp(fade)
+                out[:fade] = self._tail[:fade] * (1 - r) + packet[:fade] * r
+            self._tail = None
+            self._burst = 0
+            self._remember(packet, out)
+            return out
+
+        self._burst += 1
+        rendered = self._render(window)  # (SAMPLES_PER_PACKET + fade,)
+        gains = self._burst_gains()
+        rendered = rendered * gains
+        if self.cfg.comfort_noise:
+            level = self._background_level()
+            noise = self._rng.standard_normal(rendered.size).astype(np.float32) * level
+            rendered = rendered + noise * (1.0 - gains)
+        out, tail = rendered[:SAMPLES_PER_PACKET].copy(), rendered[SAMPLES_PER_PACKET:]
+        r = _ramp(fade)
+        if self._tail is not None:  # inside a burst: continue from the previous rendering's tail
+            start = self._tail[:fade]
+        else:  # burst start: continue the played waveform's pitch, then hand over to the vocoder
+            start = pitch_continuation(self._played, fade, self._find_pitch)
+        out[:fade] = start * (1 - r) + out[:fade] * r
+        self._tail = tail
+        self._remember(None, out)
+        return out
+
+    def _burst_gains(self) -> np.ndarray:
+        """Per-sample gain for this lost packet and its tail (1 = full level, 0 = comfort noise)."""
+        n = SAMPLES_PER_PACKET + self.cfg.fade
+        pos = (self._burst - 1 - self.cfg.full_level_packets) + np.arange(n) / SAMPLES_PER_PACKET
+        return np.clip(1.0 - pos / self.cfg.fade_packets, 0.0, 1.0).astype(np.float32)
+
+    @torch.inference_mode()
+    def _render(self, window: list[np.ndarray | None]) -> np.ndarray:
+        cfg = self.cfg
+        if self._burst > cfg.full_level_packets + cfg.fade_packets + 1:
+            # Deep inside a long burst the output is comfort noise: skip the models.
+            return np.zeros(SAMPLES_PER_PACKET + cfg.fade, dtype=np.float32)
+        after = list(window[1:]) if self.lookahead else [None]
+        zeros = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
+        wave = np.concatenate([self._hist, zeros] + [zeros if p is None else p for p in after])
+        lost = np.concatenate([self._hist_lost, [True], [p is None for p in after]])
+        if lost.all():
+            lost[0] = False  # nothing received in the window: let the MAE see (silent) history
+        spec = self._spectrogram(torch.from_numpy(wave))
+        mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
+        filled = self.model.norm.denormalize(self.model.reconstruct(spec, mask))
+        # Frames of packet t start at column (n_hist) * frames_per_packet.
+        fpp = self._frames_per_packet
+        first = (len(self._hist_lost)) * fpp
+        left = min(cfg.vocoder_context, first)
+        stop = first + fpp + 1  # one frame past the packet gives the cross-fade tail
+        right = min(filled.shape[-1], stop + fpp)
+        mel = filled[..., first - left : right]
+        audio = self.vocoder.synthesize_window(mel, left, left + (stop - first))[0].numpy()
+        return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32)
+
+    def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
+        return spec[..., : self.cfg.context_packets * self._frames_per_packet]
+
+
+def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE:
+    """The bundled PLC-fine-tuned Audio-MAE (package data, no download)."""
+    from importlib.resources import files
+
+    path = files("audiomae") / "assets" / DEFAULT_PLC_MODEL
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"bundled PLC model not found at {path}; reinstall audiomae or pass model= "
+            "(train one with recipes/finetune_plc.py)"
+        )
+    return AudioMAE.from_pretrained(str(path), map_location=map_location)
+
+
+def _factory(default_lookahead: int):
+    def make(lookahead: int | None = None, **kwargs) -> MAEConcealer:
+        return MAEConcealer(lookahead=default_lookahead if lookahead is None else lookahead, **kwargs)
+
+    return make
+
+
+register_concealer("mae", _factory(0))
+register_concealer("mae-la1", _factory(1))
+register_concealer("mae-la2", _factory(2))

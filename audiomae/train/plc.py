@@ -1,0 +1,238 @@
+"""PLC fine-tuning: teach a pretrained Audio-MAE to fill packet-loss gaps as the concealer sees them.
+
+Each training item is a window of ``context_packets`` 20 ms packets. A Gilbert-Elliott loss
+pattern (5-40 % loss, 1-10 packet bursts) is drawn over the window, and a *target burst*
+is forced to end near its right edge, in one of two layouts the streaming concealer uses:
+
+    causal      |  received / lost ...  | burst .. t | f |     f = the next packet, unknown
+    lookahead k |  received / lost ...  | burst .. t | k packets (received or lost) |
+
+The encoder sees log-mel computed from the lossy waveform (lost packets zeroed, exactly what
+the concealer computes at run time); the loss is the MSE between predicted and *clean*
+absolute (normalised) log-mel on every masked column, so the vocoder can render it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiomae.audio import SAMPLES_PER_PACKET
+from audiomae.config import from_dict
+from audiomae.features import LogMel, patchify, unpatchify
+from audiomae.loss_models import gilbert_elliott
+from audiomae.masking import MaskResult, packet_loss_mask
+from audiomae.model import AudioMAE
+from audiomae.train import distributed as dist_utils
+from audiomae.train.config import TrainConfig
+from audiomae.train.pretrain import DataSettings, _datasets, _val_batches, derive_seed, save_spectrogram_plot
+
+VAL_SEED = 777
+
+
+@dataclass(frozen=True)
+class PLCMaskSettings:
+    """How loss patterns are drawn for fine-tuning."""
+
+    rate: tuple[float, float] = (0.05, 0.40)  # Gilbert-Elliott loss rate range
+    burst: tuple[float, float] = (1.0, 10.0)  # mean burst length range (packets)
+    target_burst_max: int = 10  # forced burst ending at the target packet: 1..this many packets
+    lookahead_probs: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(causal), P(lookahead 1), P(lookahead 2)
+
+
+def draw_loss_window(
+    n_packets: int, s: PLCMaskSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, int, int]:
+    """One training loss pattern over ``n_packets`` columns.
+
+    Returns (lost (n_packets,) bool, target packet index, lookahead). In the causal layout
+    the final column is the unknown future packet and is always masked."""
+    probs = np.asarray(s.lookahead_probs, dtype=np.float64)
+    lookahead = int(rng.choice(len(probs), p=probs / probs.sum()))
+    rate = rng.uniform(*s.rate)
+    burst = rng.uniform(*s.burst)
+    burst = max(burst, rate / (1 - rate) + 1e-3)  # keep the GE transition probability valid
+    lost = gilbert_elliott(n_packets, rate, burst, rng)
+    # Causal: the target is followed by one unknown packet; lookahead k: by k packets.
+    after = 1 if lookahead == 0 else lookahead
+    target = n_packets - 1 - after
+    length = int(rng.integers(1, s.target_burst_max + 1))
+    lost[max(0, target - length + 1) : target + 1] = True
+    if lookahead == 0:
+        lost[target + 1 :] = True
+    # The encoder needs something visible: keep the oldest packet when all else is lost.
+    if lost.all():
+        lost[0] = False
+    return lost, target, lookahead
+
+
+def zero_lost(wave: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
+    """Zero the samples of lost packets: ``wave`` (B, S), ``lost`` (B, n) with n*320 >= S."""
+    b, s = wave.shape
+    per_sample = lost.repeat_interleave(SAMPLES_PER_PACKET, dim=1)[:, :s]
+    return wave.masked_fill(per_sample, 0.0)
+
+
+class PLCFinetuneTask:
+    """Fine-tune an AudioMAE on packet-loss masks. Batches are clean waveforms ``(B, S)``."""
+
+    def __init__(self, model: AudioMAE, masks: PLCMaskSettings | None = None, seed: int = 0) -> None:
+        if model.cfg.patch_t * model.feature_cfg.hop_length != SAMPLES_PER_PACKET:
+            raise ValueError(
+                "PLC fine-tuning needs one patch column per 20 ms packet "
+                f"(patch_t * hop = {model.cfg.patch_t * model.feature_cfg.hop_length} samples)"
+            )
+        if model.cfg.norm_pix_loss:
+            raise ValueError("PLC needs absolute log-mel predictions: use a model with norm_pix_loss=False")
+        self.model = model
+        self.masks = masks or PLCMaskSettings()
+        self.seed = seed
+        self.frontend = LogMel(model.feature_cfg, backend="torch")
+
+    def _spec(self, wave: torch.Tensor) -> torch.Tensor:
+        if self.frontend.mel_fb.device != wave.device:
+            self.frontend.to(wave.device)
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = self.model.norm.normalize(self.frontend(wave.float()))
+        t = wave.shape[-1] // SAMPLES_PER_PACKET * self.model.cfg.patch_t
+        return spec[..., :t]
+
+    def prepare(self, wave: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, MaskResult]:
+        """(lossy spec, clean spec, mask) for a batch of clean waves, from a seeded draw."""
+        if isinstance(wave, (tuple, list)):
+            wave = wave[0]
+        n_packets = wave.shape[-1] // SAMPLES_PER_PACKET
+        wave = wave[:, : n_packets * SAMPLES_PER_PACKET]
+        rng = np.random.default_rng(seed)
+        lost = np.stack([draw_loss_window(n_packets, self.masks, rng)[0] for _ in range(wave.shape[0])])
+        lost_t = torch.from_numpy(lost).to(wave.device)
+        clean = self._spec(wave)
+        lossy = self._spec(zero_lost(wave, lost_t))
+        return lossy, clean, packet_loss_mask(lost_t, self.model.cfg.grid_f)
+
+    def training_step(self, batch, step: int):
+        lossy, clean, mask = self.prepare(batch, derive_seed(self.seed, step, dist_utils.rank()))
+        out = self.model(lossy, mask, target=clean)
+        return out.loss, {}
+
+    def validation_step(self, batch) -> dict[str, float]:
+        lossy, clean, mask = self.prepare(batch, VAL_SEED)
+        out = self.model(lossy, mask, target=clean)
+        # The "repeat the last received column" baseline puts the loss figure in context.
+        return {"loss": float(out.loss), "repeat_baseline": float(repeat_last_loss(clean, mask, self.model))}
+
+    def plot(self, batch, path: str | os.PathLike) -> None:
+        lossy, clean, mask = self.prepare(batch[:1] if torch.is_tensor(batch) else batch, VAL_SEED)
+        cfg = self.model.cfg
+        rec = self.model.reconstruct(lossy, mask)[0].float().cpu().numpy()
+        shown = patchify(lossy, cfg.patch_f, cfg.patch_t).masked_fill(mask.mask.unsqueeze(-1), float("nan"))
+        masked = unpatchify(shown, cfg.n_mels, cfg.patch_f, cfg.patch_t)[0].cpu().numpy()
+        save_spectrogram_plot(
+            [clean[0].cpu().numpy(), masked, rec],
+            ["clean", "received (lost packets hidden)", "concealed (MAE prediction in the gaps)"],
+            path,
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        self.model.save_pretrained(directory, extra={"plc": dataclasses.asdict(self.masks)})
+
+
+def repeat_last_loss(clean: torch.Tensor, mask: MaskResult, model: AudioMAE) -> torch.Tensor:
+    """MSE on masked patches when each lost column repeats the last visible column before it."""
+    cfg = model.cfg
+    patches = patchify(clean, cfg.patch_f, cfg.patch_t)
+    b, n, p = patches.shape
+    cols = patches.reshape(b, n // cfg.grid_f, cfg.grid_f, p)
+    lost = mask.mask.reshape(b, n // cfg.grid_f, cfg.grid_f)[..., 0]
+    pred = cols.clone()
+    for i in range(b):
+        last = None
+        for t in range(cols.shape[1]):
+            if lost[i, t]:
+                pred[i, t] = last if last is not None else cols[i][~lost[i]].mean(0)
+            else:
+                last = cols[i, t]
+    err = (pred - cols).square().mean(-1)
+    return err[lost].mean()
+
+
+@dataclass(frozen=True)
+class PLCSettings:
+    init: str | None = None  # pretrained AudioMAE checkpoint directory (None: from scratch)
+    preset: str = "tiny"  # used only without ``init``
+    context_packets: int = 40  # window length in packets (0.8 s)
+    data: DataSettings = field(default_factory=DataSettings)
+    masks: PLCMaskSettings = field(default_factory=PLCMaskSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs/plc"
+    export: str | None = None
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PLCSettings:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown PLC fine-tuning settings: {sorted(unknown)} (known: {sorted(known)})")
+        data = d.pop("data", {}) or {}
+        if isinstance(data, str):
+            data = {"train": data}
+        masks = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("masks", {}) or {}).items()}
+        train = from_dict(TrainConfig, d.pop("train", {}) or {})
+        return cls(
+            data=from_dict(DataSettings, data), masks=from_dict(PLCMaskSettings, masks), train=train, **d
+        )
+
+
+def run_plc_finetune(s: PLCSettings, resume: bool = False):
+    """Fine-tune (or train from scratch) an AudioMAE for PLC; returns the TrainResult."""
+    from audiomae.train.loop import fit
+    from audiomae.train.pretrain import norm_stats_from
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    info = dist_utils.init_distributed()
+    clip_seconds = s.context_packets * SAMPLES_PER_PACKET / 16000
+    data = dataclasses.replace(s.data, clip_seconds=clip_seconds)
+    if s.init:
+        model = AudioMAE.from_pretrained(s.init)
+        model.train()
+    else:
+        model = AudioMAE.from_preset(s.preset)
+    frames = s.context_packets * model.cfg.patch_t
+    if frames > model.cfg.max_frames:
+        raise ValueError(
+            f"context of {s.context_packets} packets exceeds the model's {model.cfg.max_frames} frames"
+        )
+    settings_for_data = _DataView(data, s.train)
+    train, val = _datasets(settings_for_data, model.feature_cfg.sample_rate)
+    if not s.init:
+        norm = norm_stats_from(train, LogMel(model.feature_cfg), data.norm_files, seed=s.train.seed)
+        model = AudioMAE(model.cfg, features=model.feature_cfg, norm=norm)
+    if info.rank == 0:
+        src = s.init or f"scratch ({s.preset})"
+        print(f"PLC fine-tuning from {src}: {model.num_params() / 1e6:.2f} M params, {len(train)} items")
+    task = PLCFinetuneTask(model, s.masks, seed=s.train.seed)
+    result = fit(
+        task, train, _val_batches(val, data.val_clips, s.train.batch_size), s.train, s.out_dir, resume
+    )
+    if s.export and info.rank == 0:
+        AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
+            s.export,
+            extra={"plc": dataclasses.asdict(s.masks), "context_packets": s.context_packets, "init": s.init},
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class _DataView:
+    # _datasets() reads .data and .train from pretraining settings; this is the same shape.
+    data: DataSettings
+    train: TrainConfig

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+from conftest import voiced
+
+from audiomae.audio import SAMPLES_PER_PACKET
+from audiomae.config import ModelConfig
+from audiomae.features import NormStats
+from audiomae.model import AudioMAE
+from audiomae.plc import conceal, make_concealer
+from audiomae.plc.mae import ConcealerConfig, MAEConcealer
+from audiomae.vocoder import Vocoder
+
+P = SAMPLES_PER_PACKET
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2, max_frames=32
+    )
+    model = AudioMAE(cfg, norm=NormStats(mean=-11.5, std=4.5)).eval()
+    vocoder = Vocoder.from_preset("tiny").eval()
+    return model, vocoder
+
+
+def make(parts, lookahead=0, **cfg):
+    model, vocoder = parts
+    return MAEConcealer(
+        model, vocoder, lookahead=lookahead, config=ConcealerConfig(context_packets=12, **cfg)
+    )
+
+
+def lossy_signal(seconds=1.0, rate=0.3, seed=0):
+    x = voiced(seconds, seed=seed)
+    n = len(x) // P
+    lost = np.random.default_rng(seed).random(n) < rate
+    lost[:3] = False
+    y = x.copy()
+    for i in np.flatnonzero(lost):
+        y[i * P : (i + 1) * P] = 0
+    return x, y, lost
+
+
+@pytest.mark.parametrize("lookahead", [0, 1, 2])
+def test_streaming_equals_offline_and_delay(parts, lookahead):
+    _, lossy, lost = lossy_signal()
+    offline = conceal(lossy, lost, make(parts, lookahead))
+    c = make(parts, lookahead)
+    outs = [c.push(None if lost[i] else lossy[i * P : (i + 1) * P]) for i in range(len(lost))]
+    outs.append(c.flush())
+    stream = np.concatenate(outs)
+    assert stream.size == lossy.size + lookahead * P
+    assert np.all(stream[: lookahead * P] == 0)
+    np.testing.assert_array_equal(stream[lookahead * P :], offline)
+
+
+def test_received_packets_pass_through_except_recovery_fade(parts):
+    _, lossy, lost = lossy_signal()
+    out = conceal(lossy, lost, make(parts))
+    fade = ConcealerConfig().fade
+    for i in range(len(lost)):
+        seg, ref = out[i * P : (i + 1) * P], lossy[i * P : (i + 1) * P]
+        if not lost[i]:
+            start = fade if i > 0 and lost[i - 1] else 0
+            np.testing.assert_array_equal(seg[start:], ref[start:])
+        else:
+            assert np.abs(seg).max() > 0  # something was rendered into the gap
+
+
+def test_causal_output_ignores_the_future(parts):
+    _, lossy, lost = lossy_signal(seed=1)
+    t = 30
+    changed = lossy.copy()
+    changed[(t + 1) * P :] = np.random.default_rng(5).standard_normal(changed.size - (t + 1) * P) * 0.3
+    other_lost = lost.copy()
+    other_lost[t + 1 :] = ~other_lost[t + 1 :]
+    a = conceal(lossy, lost, make(parts))
+    b = conceal(changed, other_lost, make(parts))
+    np.testing.assert_array_equal(a[: (t + 1) * P], b[: (t + 1) * P])
+
+
+@pytest.mark.parametrize("pattern", ["all", "burst", "random"])
+def test_no_nan_or_clipping(parts, pattern):
+    x = voiced(2.0) * 4.0  # loud input, near full scale
+    x = np.clip(x, -1, 1)
+    n = len(x) // P
+    if pattern == "all":
+        lost = np.ones(n, bool)
+    elif pattern == "burst":
+        lost = np.zeros(n, bool)
+        lost[20:70] = True  # a 1 s burst
+    else:
+        lost = np.random.default_rng(3).random(n) < 0.5
+    out = conceal(x, lost, make(parts, lookahead=1))
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+
+
+def test_long_burst_fades_to_comfort_noise(parts):
+    rng = np.random.default_rng(0)
+    x = voiced(2.0) + 0.01 * rng.standard_normal(32000).astype(np.float32)
+    n = len(x) // P
+    lost = np.zeros(n, bool)
+    lost[30:90] = True
+    out = conceal(x, lost, make(parts))
+    cfg = ConcealerConfig()
+    deep = out[(30 + cfg.full_level_packets + cfg.fade_packets + 2) * P : 90 * P]
+    background = np.percentile([np.sqrt(np.mean(x[i * P : (i + 1) * P] ** 2)) for i in range(30)], 10)
+    level = np.sqrt(np.mean(deep**2))
+    assert 0.5 * background < level < 2.0 * background
+    silent = conceal(x, lost, make(parts, comfort_noise=False))[(30 + 10) * P : 90 * P]
+    assert np.abs(silent).max() == 0
+
+
+def test_bad_packets_rejected(parts):
+    c = make(parts)
+    with pytest.raises(ValueError, match="320"):
+        c.push(np.zeros(160, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        c.push(np.full(P, np.nan, np.float32))
+    with pytest.raises(ValueError, match="integer"):
+        c.push(np.zeros(P, np.int16))
+
+
+def test_config_errors(parts):
+    model, vocoder = parts
+    with pytest.raises(ValueError, match="lookahead"):
+        MAEConcealer(model, vocoder, lookahead=-1)
+    with pytest.raises(ValueError, match="exceeds"):
+        MAEConcealer(model, vocoder, config=ConcealerConfig(context_packets=40))
+
+
+def test_registry_names(parts):
+    model, vocoder = parts
+    c = make_concealer("mae-la1", model=model, vocoder=vocoder, config=ConcealerConfig(context_packets=12))
+    assert isinstance(c, MAEConcealer) and c.lookahead == 1
