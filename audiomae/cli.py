@@ -13,8 +13,12 @@ import sys
 
 # name -> module providing add_parser(subparsers). Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
+    "demo": "audiomae.commands.demo",
     "info": "audiomae.commands.info",
+    "pretrain": "audiomae.commands.pretrain",
+    "resynth": "audiomae.commands.vocoder",
     "plc": "audiomae.commands.plc",
+    "classify": "audiomae.commands.classify",
 }
 
 

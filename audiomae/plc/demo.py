@@ -1,0 +1,163 @@
+"""``audiomae demo``: simulate packet loss on a bundled clip, conceal it every way, score and plot.
+
+Runs offline on package data: the demo clip, the bundled PLC model and vocoder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, atomic_write, load_audio, save_audio
+from audiomae.loss_models import apply_loss, draw_loss, loss_rate, n_packets, write_trace
+
+DEFAULT_METHODS = ("zero", "g711", "opus", "opus-fec", "mae", "mae-la1")
+
+
+def demo_clip_path() -> Path:
+    return Path(str(files("audiomae") / "assets" / "demo_speech.flac"))
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """One row per method: metric name -> value; ``lost`` is the packet-loss trace used."""
+
+    rows: dict[str, dict[str, float]]
+    lost: np.ndarray
+    out_dir: Path
+
+
+def available(methods: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split ``methods`` into those that can run here and those that cannot (with the reason)."""
+    from audiomae.plc import make_concealer
+
+    ok, skipped = [], {}
+    for m in methods:
+        try:
+            make_concealer(m)
+            ok.append(m)
+        except (ValueError, ImportError, FileNotFoundError) as exc:
+            skipped[m] = str(exc)
+    return ok, skipped
+
+
+def run_demo(
+    out_dir: str | os.PathLike = "audiomae_demo",
+    condition: str = "ge10b2",
+    methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+    seed: int = 0,
+    clip: str | os.PathLike | None = None,
+    metrics: bool = True,
+    progress: bool = True,
+) -> DemoResult:
+    """Conceal one clip under one loss condition with every method; write wavs, a PNG and a table."""
+    from tqdm.auto import tqdm
+
+    from audiomae.plc import conceal
+
+    out_dir = Path(out_dir)
+    clean = load_audio(clip or demo_clip_path())
+    lost = draw_loss(condition, n_packets(clean.size), seed)
+    lossy = apply_loss(clean, lost)
+    runnable, skipped = available(list(methods))
+    for m, why in skipped.items():
+        print(f"skipping {m}: {why}")
+    outputs: dict[str, np.ndarray] = {}
+    for m in tqdm(runnable, desc="concealing", unit="method", disable=not progress):
+        outputs[m] = conceal(lossy, lost, m, clean=clean)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_audio(out_dir / "clean.wav", clean)
+    save_audio(out_dir / "lossy.wav", lossy)
+    write_trace(out_dir / "lossy.txt", lost)
+    for m, y in outputs.items():
+        save_audio(out_dir / f"{m}.wav", y)
+
+    rows: dict[str, dict[str, float]] = {}
+    if metrics:
+        from audiomae.eval.metrics import lsd_lost, pesq_wb, plcmos, stoi
+
+        for m, y in tqdm(outputs.items(), desc="scoring", unit="method", disable=not progress):
+            rows[m] = {
+                "PESQ-WB": pesq_wb(clean, y),
+                "STOI": stoi(clean, y),
+                "PLCMOS": plcmos(y),
+                "LSD lost (dB)": lsd_lost(clean, y, lost),
+            }
+    plot_concealment(
+        clean, outputs, lost, out_dir / "demo.png", title=f"{condition}: {loss_rate(lost):.1%} lost"
+    )
+    return DemoResult(rows=rows, lost=lost, out_dir=out_dir)
+
+
+def format_table(result: DemoResult) -> str:
+    if not result.rows:
+        return ""
+    names = list(next(iter(result.rows.values())))
+    lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m, vals in result.rows.items():
+        lines.append(f"| {m} | " + " | ".join(f"{vals[k]:.2f}" for k in names) + " |")
+    return "\n".join(lines)
+
+
+def plot_concealment(
+    clean: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    lost: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """One row per signal: waveform (left) and log spectrogram (right), lost packets shaded."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    signals = {"clean": clean, **outputs}
+    fig = Figure(figsize=(14, 1.9 * len(signals)), layout="constrained")
+    FigureCanvasAgg(fig)
+    t = np.arange(clean.size) / SAMPLE_RATE
+    spans = _lost_spans(lost)
+    for row, (name, y) in enumerate(signals.items()):
+        ax_w = fig.add_subplot(len(signals), 2, 2 * row + 1)
+        ax_w.plot(t, y, lw=0.4, color="#1f4e79")
+        ax_w.set_xlim(0, t[-1])
+        ax_w.set_ylim(-1, 1)
+        ax_w.set_ylabel(name, fontsize=10)
+        ax_s = fig.add_subplot(len(signals), 2, 2 * row + 2)
+        spec = _log_spec(y)
+        ax_s.imshow(
+            spec, origin="lower", aspect="auto", extent=(0, t[-1], 0, SAMPLE_RATE / 2000), cmap="magma"
+        )
+        ax_s.set_ylabel("kHz", fontsize=8)
+        for a, b in spans:
+            for ax in (ax_w, ax_s):
+                ax.axvspan(a, b, color="#d62728", alpha=0.18 if ax is ax_w else 0.0, lw=0)
+            ax_s.axvline(a, color="white", lw=0.3, alpha=0.6)
+        if row == 0 and title:
+            ax_w.set_title(f"waveform ({title}; lost packets shaded)", fontsize=10)
+            ax_s.set_title("spectrogram (lost packets start at the white lines)", fontsize=10)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+
+
+def _lost_spans(lost: np.ndarray) -> list[tuple[float, float]]:
+    spans, start = [], None
+    sec = SAMPLES_PER_PACKET / SAMPLE_RATE
+    for i, flag in enumerate(list(lost) + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((start * sec, i * sec))
+            start = None
+    return spans
+
+
+def _log_spec(y: np.ndarray) -> np.ndarray:
+    from scipy.signal import stft
+
+    _, _, z = stft(y, fs=SAMPLE_RATE, nperseg=512, noverlap=352)
+    return 20 * np.log10(np.abs(z) + 1e-5)
+
+
+__all__ = ["run_demo", "format_table", "plot_concealment", "DemoResult", "demo_clip_path"]
