@@ -8,6 +8,9 @@ Two modes, as in MAE:
 - ``"linear_probe"``: the encoder is frozen and the head sees batch-normalised features
   (BatchNorm without affine parameters; MAE found un-normalised MAE features probe badly).
 
+Both modes batch-normalise the pooled features before the linear head (with affine
+parameters when fine-tuning); see the comment in :class:`AudioClassifier`.
+
 Single-label tasks use cross-entropy and accuracy; multi-label tasks use per-class BCE and
 mean average precision (:func:`mean_average_precision`).
 
@@ -119,7 +122,11 @@ class AudioClassifier(nn.Module):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
         else:
-            self.head_norm = nn.Identity()
+            # Mean-pooled tokens are dominated by the (input-independent) mean positional
+            # embedding; their sample-to-sample spread is ~1/30 of their scale, so a head on raw
+            # features barely trains. MAE's LayerNorm does not remove that shared offset;
+            # BatchNorm does (measured: from-scratch loss flat with LayerNorm, falls with BatchNorm).
+            self.head_norm = nn.BatchNorm1d(dim, eps=1e-6)
         self.dropout = nn.Dropout(cfg.head_dropout)
         self.head = nn.Linear(dim, cfg.num_classes)
         # Small head init (MAE) so early training does not wreck the pretrained features.
@@ -404,6 +411,225 @@ class ClassificationTask:
         self.model.save_pretrained(directory)
 
 
+# ---- the fine-tuning pipeline (used by the recipe, the CLI and the FSDD benchmark) -------------
+@dataclass(frozen=True)
+class FinetuneData:
+    """Where labelled clips come from and how they are split.
+
+    ``layout``: "folders" (``root/<class>/*``), "csv" (``csv`` file, paths relative to
+    ``root`` or the CSV), "pattern" (file names under ``root`` matched by ``pattern``, class in
+    field ``label``) or "synthetic" (a small generated set written under the run folder).
+    ``split_column``/``test_values``: clips whose column value is listed form the test set
+    (e.g. a held-out speaker); without a split column a stratified random ``test_fraction``
+    is held out. ``train_fraction`` keeps a stratified fraction of the training labels."""
+
+    root: str = "synthetic"
+    layout: str = "synthetic"
+    csv: str | None = None
+    pattern: str | None = None
+    label: str = "label"
+    split_column: str | None = None
+    test_values: tuple[str, ...] = ()
+    test_fraction: float = 0.2
+    train_fraction: float = 1.0
+    clip_seconds: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        layouts = ("folders", "csv", "pattern", "synthetic")
+        if self.layout not in layouts:
+            raise ValueError(f"data.layout must be one of {layouts}, got '{self.layout}'")
+        object.__setattr__(self, "test_values", tuple(str(v) for v in self.test_values))
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One fine-tune. ``encoder``: a pretrained AudioMAE checkpoint directory, or None to train
+    from a randomly initialised ``preset`` (with ``model`` overrides) as the from-scratch baseline."""
+
+    data: FinetuneData = field(default_factory=FinetuneData)
+    encoder: str | None = None
+    preset: str = "tiny"
+    model: dict[str, Any] = field(default_factory=dict)
+    mode: str = "finetune"
+    pooling: str = "mean"
+    head_dropout: float = 0.0
+    layer_decay: float = 0.75
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: Any = None  # audiomae.train.TrainConfig (imported lazily: the model must not need the loop)
+    out_dir: str = "runs/classify"
+    threads: int | None = None
+    eval_batch_size: int = 128
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneSettings:
+        import dataclasses
+
+        from audiomae.config import from_dict
+        from audiomae.train import TrainConfig
+
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown fine-tune settings: {sorted(unknown)} (known: {sorted(known)})")
+        data = from_dict(FinetuneData, d.pop("data", {}) or {})
+        augment = from_dict(AugmentConfig, d.pop("augment", {}) or {})
+        train = from_dict(TrainConfig, d.pop("train", {}) or {})
+        model = dict(d.pop("model", {}) or {})
+        preset = model.pop("preset", d.pop("preset", "tiny"))
+        return cls(data=data, augment=augment, train=train, model=model, preset=preset, **d)
+
+
+def load_labelled(data: FinetuneData, workdir: str | Path = ".") -> tuple[Any, Any]:
+    """(train, test) LabelSets described by ``data`` (synthetic data is written under ``workdir``)."""
+    from audiomae import labels as L
+
+    if data.layout == "synthetic":
+        root = Path(workdir) / "synthetic_data"
+        pattern = L.write_synthetic_dataset(root, seed=data.seed)
+        full = L.from_pattern(root, pattern, label="label")
+    elif data.layout == "folders":
+        full = L.from_folders(data.root)
+    elif data.layout == "csv":
+        if not data.csv:
+            raise ValueError("data.layout=csv needs data.csv (a path,label[,label...] file)")
+        full = L.from_csv(data.csv, root=data.root if data.root != "synthetic" else None)
+    else:
+        if not data.pattern:
+            raise ValueError("data.layout=pattern needs data.pattern, e.g. '{digit}_{speaker}_{take}.wav'")
+        full = L.from_pattern(data.root, data.pattern, label=data.label)
+    if data.split_column:
+        if not data.test_values:
+            raise ValueError(f"data.split_column={data.split_column} needs data.test_values")
+        train, test = full.split_by(data.split_column, data.test_values)
+    else:
+        train, test = full.split_random(data.test_fraction, seed=data.seed)
+    train = train.subsample(data.train_fraction, seed=data.seed)
+    train.check_nonempty("training set")
+    if len(test) == 0:
+        raise ValueError("the test split is empty")
+    return train, test
+
+
+@torch.no_grad()
+def log_mels(
+    waves: torch.Tensor, features: Any, batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
+    """Un-normalised log-mel ``(N, F, T)`` of waveforms ``(N, S)``, computed in batches."""
+    from tqdm import tqdm
+
+    frontend = LogMel(features)
+    chunks = range(0, waves.shape[0], batch_size)
+    out = [frontend(waves[i : i + batch_size]) for i in tqdm(chunks, desc="log-mel", disable=not progress)]
+    return torch.cat(out)
+
+
+def fit_spectrogram(spec: torch.Tensor, encoder: AudioMAE) -> torch.Tensor:
+    """Normalise raw log-mels with the encoder's statistics and trim to whole patch columns."""
+    spec = encoder.norm.normalize(spec)
+    t = min(spec.shape[-1], encoder.cfg.max_frames)
+    return spec[..., : t - t % encoder.cfg.patch_t]
+
+
+def build_encoder(s: FinetuneSettings, clip_seconds: float) -> AudioMAE:
+    """The pretrained encoder of ``s.encoder``, or a fresh ``s.preset`` one (norm stats unset)."""
+    if s.encoder:
+        return AudioMAE.from_pretrained(s.encoder)
+    from audiomae.config import FeatureConfig, model_preset
+
+    features = FeatureConfig()
+    cfg = model_preset(s.preset, **{"n_mels": features.n_mels, **s.model})
+    frames = features.num_frames(int(round(clip_seconds * features.sample_rate)))
+    if frames - frames % cfg.patch_t > cfg.max_frames:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, max_frames=frames - frames % cfg.patch_t)
+    return AudioMAE(cfg, features=features)
+
+
+@torch.no_grad()
+def evaluate(model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, batch_size: int = 128) -> dict:
+    """Test-set metrics: ``acc`` and ``confusion`` (C x C list) or, multi-label, ``map``;
+    ``logits`` (N, C) for further analysis."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits = torch.cat(
+        [model(spec[i : i + batch_size].to(device)).logits.cpu() for i in range(0, spec.shape[0], batch_size)]
+    )
+    model.train(was_training)
+    if model.cfg.multilabel:
+        return {"map": mean_average_precision(torch.sigmoid(logits), target), "logits": logits}
+    return {
+        "acc": accuracy(logits, target),
+        "confusion": confusion_matrix(logits.argmax(-1), target, model.cfg.num_classes).tolist(),
+        "logits": logits,
+    }
+
+
+def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
+    """Load and split the data, build the classifier, train it with :func:`audiomae.train.fit`
+    (validating on the test split), and evaluate. Returns the test metrics plus ``result``
+    (the TrainResult); the model is saved in ``out_dir/model``, metrics in ``out_dir/test.json``."""
+    import json
+
+    from audiomae.audio import atomic_write
+    from audiomae.features import compute_norm_stats
+    from audiomae.labels import load_clips
+    from audiomae.train import distributed as dist_utils
+    from audiomae.train import fit
+
+    if s.train is None:
+        raise ValueError("FinetuneSettings.train is required (a TrainConfig)")
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    info = dist_utils.init_distributed()
+    out = Path(s.out_dir)
+    train_set, test_set = load_labelled(s.data, out)
+    encoder = build_encoder(s, s.data.clip_seconds)
+    sr = encoder.feature_cfg.sample_rate
+    progress = s.train.progress and info.rank == 0
+    train_w, train_set = load_clips(train_set, s.data.clip_seconds, sr, progress=progress)
+    test_w, test_set = load_clips(
+        test_set.with_classes(train_set.classes), s.data.clip_seconds, sr, progress=progress
+    )
+    if not s.encoder:
+        # A from-scratch encoder takes its normalisation from the training clips.
+        encoder.norm = compute_norm_stats(train_w, LogMel(encoder.feature_cfg))
+    x_train = fit_spectrogram(log_mels(train_w, encoder.feature_cfg), encoder)
+    x_test = fit_spectrogram(log_mels(test_w, encoder.feature_cfg), encoder)
+    y_train, y_test = train_set.targets(), test_set.targets()
+    torch.manual_seed(s.train.seed)
+    model = AudioClassifier(
+        encoder,
+        num_classes=train_set.num_classes,
+        pooling=s.pooling,
+        mode=s.mode,
+        multilabel=train_set.multilabel,
+        labels=train_set.classes,
+        clip_seconds=s.data.clip_seconds,
+        head_dropout=s.head_dropout,
+    )
+    if info.rank == 0:
+        origin = s.encoder or f"scratch ({s.preset})"
+        print(
+            f"{s.mode} {origin}: {len(train_set)} training clips, {len(test_set)} test clips, "
+            f"{train_set.num_classes} classes; "
+            f"{model.num_params(trainable_only=True) / 1e6:.2f} M trainable parameters"
+        )
+    task = ClassificationTask(model, augment=s.augment, layer_decay=s.layer_decay, seed=s.train.seed)
+    b = s.eval_batch_size
+    val = [(x_test[i : i + b], y_test[i : i + b]) for i in range(0, len(x_test), b)]
+    result = fit(task, torch.utils.data.TensorDataset(x_train, y_train), val, s.train, out, resume=resume)
+    metrics = evaluate(model, x_test, y_test, b)
+    metrics.pop("logits")
+    if info.rank == 0:
+        text = json.dumps({**metrics, "labels": list(train_set.classes), "steps": result.steps}, indent=1)
+        atomic_write(out / "test.json", lambda tmp: Path(tmp).write_text(text))
+    return {**metrics, "result": result}
+
+
 # ---- checkpoint registration ------------------------------------------------------------
 def _describe(model: nn.Module) -> dict[str, Any]:
     enc = model.encoder
@@ -440,4 +666,12 @@ __all__ = [
     "average_precision",
     "mean_average_precision",
     "confusion_matrix",
+    "FinetuneData",
+    "FinetuneSettings",
+    "load_labelled",
+    "log_mels",
+    "fit_spectrogram",
+    "build_encoder",
+    "evaluate",
+    "run_finetune",
 ]

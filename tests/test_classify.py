@@ -226,3 +226,30 @@ def test_augmentations_shapes_and_semantics():
     assert s2.shape == spec.shape and t2.shape == (4, 4)
     with pytest.raises(ValueError, match="mask_time"):
         AugmentConfig(mask_time=1.0)
+
+
+def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
+    from audiomae.classify import FinetuneSettings, run_finetune
+    from audiomae.cli import main
+
+    cfg = {
+        "data": {
+            "layout": "synthetic",
+            "split_column": "speaker",
+            "test_values": ["s2"],
+            "clip_seconds": 0.32,
+        },
+        "model": dict(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2),
+        "augment": {"time_width": 4, "max_shift": 2},
+        "out_dir": str(tmp_path / "run"),
+        "train": dict(steps=4, batch_size=8, log_every=0, tensorboard=False, progress=False, device="cpu"),
+    }
+    out = run_finetune(FinetuneSettings.from_dict(cfg))
+    assert 0.0 <= out["acc"] <= 1.0 and len(out["confusion"]) == 3
+    assert (tmp_path / "run" / "test.json").exists()
+    wav = sorted((tmp_path / "run" / "synthetic_data").glob("1_s2_*.wav"))[0]
+    assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(str(wav)) and len(line.split("\t")) == 3
+    with pytest.raises(ValueError, match="unknown fine-tune settings"):
+        FinetuneSettings.from_dict({**cfg, "lr": 1.0})

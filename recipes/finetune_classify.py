@@ -1,0 +1,23 @@
+"""Audio classification fine-tune: ``python recipes/finetune_classify.py --config recipes/configs/classify/fsdd.yaml``.
+
+Any config value can be overridden: ``train.steps=300 mode=linear_probe encoder=null``
+(``encoder=null`` trains from scratch). ``--resume`` continues a killed run from its newest
+checkpoint. Several processes/GPUs: ``torchrun --nproc_per_node N recipes/finetune_classify.py ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiomae.commands.classify import add_finetune_arguments, main  # noqa: E402
+from audiomae.commands.pretrain import load_config  # noqa: E402
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_finetune_arguments(parser)
+    args = parser.parse_args()
+    main(load_config(args.config, args.overrides), resume=args.resume)
