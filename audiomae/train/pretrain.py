@@ -1,0 +1,332 @@
+"""Self-supervised Audio-MAE pretraining: the Task, its settings, and ``run_pretraining``.
+
+Random masking draws come from a generator seeded by (seed, micro-step, rank), so a resumed
+run masks exactly as the uninterrupted one would have, and DDP ranks mask differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from audiomae.audio import atomic_write
+from audiomae.config import FeatureConfig, from_dict, model_preset
+from audiomae.features import LogMel, NormStats, compute_norm_stats, patchify, unpatchify
+from audiomae.masking import MaskResult, random_mask
+from audiomae.model import AudioMAE
+from audiomae.train import distributed as dist_utils
+from audiomae.train.config import TrainConfig
+
+VAL_SEED = 20240229  # validation masks are fixed so validation losses are comparable across steps
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (nearby steps get unrelated streams)."""
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
+
+
+class MAEPretrainTask:
+    """Masked-patch reconstruction on batches of waveforms ``(B, S)`` (or ``(wave, label)``)."""
+
+    def __init__(self, model: AudioMAE, mask_ratio: float = 0.8, seed: int = 0) -> None:
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.model = model
+        self.mask_ratio = mask_ratio
+        self.seed = seed
+        # The front end stays outside the model so checkpoints hold only the MAE's own weights.
+        self.frontend = LogMel(model.feature_cfg)
+
+    # ---- features and masks ---------------------------------------------------------------
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel ``(B, F, T)``, T cut to whole patch columns and ``max_frames``."""
+        if isinstance(wave, (tuple, list)):
+            wave = wave[0]
+        if self.frontend.mel_fb.device != wave.device:
+            self.frontend.to(wave.device)
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = self.model.norm.normalize(self.frontend(wave.float()))
+        cfg = self.model.cfg
+        t = min(spec.shape[-1], cfg.max_frames)
+        return spec[..., : t - t % cfg.patch_t]
+
+    def masks(self, spec: torch.Tensor, seed: int) -> MaskResult:
+        grid_t, grid_f = self.model.grid(spec)
+        g = torch.Generator().manual_seed(seed)
+        return random_mask(spec.shape[0], grid_t, grid_f, self.mask_ratio, generator=g).to(spec.device)
+
+    # ---- Task -------------------------------------------------------------------------------
+    def training_step(self, batch, step: int):
+        spec = self.spectrogram(batch)
+        out = self.model(spec, self.masks(spec, derive_seed(self.seed, step, dist_utils.rank())))
+        return out.loss, {}
+
+    def validation_step(self, batch) -> dict[str, float]:
+        spec = self.spectrogram(batch)
+        out = self.model(spec, self.masks(spec, VAL_SEED))
+        return {"loss": float(out.loss)}
+
+    @torch.no_grad()
+    def plot(self, batch, path: str | os.PathLike) -> None:
+        """Original / masked / reconstructed spectrogram of the first item (normalised domain)."""
+        spec = self.spectrogram(batch)[:1]
+        m = self.masks(spec, VAL_SEED)
+        recon = self.model.reconstruct(spec, m)[0].float().cpu().numpy()
+        cfg = self.model.cfg
+        shown = patchify(spec, cfg.patch_f, cfg.patch_t).masked_fill(m.mask.unsqueeze(-1), float("nan"))
+        masked = unpatchify(shown, cfg.n_mels, cfg.patch_f, cfg.patch_t)[0].cpu().numpy()
+        save_spectrogram_plot(
+            [spec[0].cpu().numpy(), masked, recon],
+            [
+                "original",
+                f"masked ({self.mask_ratio:.0%} of patches hidden)",
+                "reconstruction (visible patches kept)",
+            ],
+            path,
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        self.model.save_pretrained(directory, extra={"pretrain": {"mask_ratio": self.mask_ratio}})
+
+
+def save_spectrogram_plot(specs: list[np.ndarray], titles: list[str], path: str | os.PathLike) -> None:
+    """Stacked spectrogram panels as a PNG (matplotlib Agg, no pyplot global state)."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cmap = colormaps["magma"].with_extremes(bad="#777777")  # masked patches are NaN: grey
+    fig = Figure(figsize=(10, 2.2 * len(specs)), layout="constrained")
+    FigureCanvasAgg(fig)
+    finite = np.concatenate([s[np.isfinite(s)].ravel() for s in specs])
+    vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (0, 1)
+    for i, (s, title) in enumerate(zip(specs, titles)):
+        ax = fig.add_subplot(len(specs), 1, i + 1)
+        ax.imshow(s, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("mel bin")
+    ax.set_xlabel("frame (10 ms)")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+
+
+def neighbour_baseline(patches: torch.Tensor, mask: torch.Tensor, grid_f: int) -> torch.Tensor:
+    """Trivial predictor for masked patches ``(B, N, P)``: the mean of the nearest visible patch
+    before and after it in time in the same frequency row; if the row has none visible, the mean
+    of the item's visible patches. Visible patches are returned unchanged."""
+    b, n, p = patches.shape
+    grid_t = n // grid_f
+    x = patches.reshape(b, grid_t, grid_f, p)
+    vis = (~mask).reshape(b, grid_t, grid_f)
+
+    def nearest(order: range) -> tuple[torch.Tensor, torch.Tensor]:
+        found = torch.zeros(b, grid_t, grid_f, dtype=torch.bool)
+        value = torch.zeros_like(x)
+        last_v = torch.zeros(b, grid_f, p, dtype=x.dtype)
+        last_ok = torch.zeros(b, grid_f, dtype=torch.bool)
+        for t in order:
+            found[:, t], value[:, t] = last_ok, last_v
+            last_v = torch.where(vis[:, t, :, None], x[:, t], last_v)
+            last_ok = last_ok | vis[:, t]
+        return found, value
+
+    lf, lv = nearest(range(grid_t))
+    rf, rv = nearest(range(grid_t - 1, -1, -1))
+    count = lf.float() + rf.float()
+    row_mean = (lv * lf[..., None] + rv * rf[..., None]) / count.clamp_min(1)[..., None]
+    visw = vis.reshape(b, n, 1).float()
+    item_mean = (patches * visw).sum(1) / visw.sum(1).clamp_min(1)  # (B, P)
+    pred = torch.where((count > 0)[..., None], row_mean, item_mean[:, None, None, :])
+    out = torch.where(mask.reshape(b, grid_t, grid_f, 1), pred, x)
+    return out.reshape(b, n, p)
+
+
+# ---- settings and the pretraining entry point ------------------------------------------------
+@dataclass(frozen=True)
+class DataSettings:
+    """``train``: folder, manifest, or ``"synthetic"``. ``val``: folder/manifest for validation
+    (None: a fixed hash split of ``train`` with ``val_fraction``). ``fallback_synthetic``: use
+    synthetic audio (with a warning) when ``train`` does not exist, for quick smoke runs."""
+
+    train: str = "synthetic"
+    val: str | None = None
+    val_fraction: float = 0.05
+    clip_seconds: float = 2.0
+    val_clips: int = 32
+    norm_files: int = 64
+    synthetic_items: int = 256
+    fallback_synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    data: DataSettings = field(default_factory=DataSettings)
+    preset: str = "tiny"  # YAML: model.preset
+    model: dict[str, Any] = field(default_factory=dict)  # other model.* keys: ModelConfig overrides
+    features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
+    mask_ratio: float = 0.8
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs/pretrain"
+    export: str | None = None  # also save the final model here (e.g. audiomae/assets/...)
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainSettings:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown pretraining settings: {sorted(unknown)} (known: {sorted(known)})")
+        data = d.pop("data", {}) or {}
+        if isinstance(data, str):  # "data=PATH" shorthand
+            data = {"train": data}
+        model = dict(d.pop("model", {}) or {})
+        preset = model.pop("preset", d.pop("preset", "tiny"))
+        train = from_dict(TrainConfig, d.pop("train", {}) or {})
+        return cls(data=from_dict(DataSettings, data), preset=preset, model=model, train=train, **d)
+
+
+class SyntheticSpeech(Dataset):
+    """Speech-like synthetic clips (harmonic glides with syllable envelopes, noise bursts and
+    pauses), a pure function of (seed, epoch, index): smoke tests and runs without data."""
+
+    def __init__(
+        self, n: int, clip_seconds: float, sample_rate: int = 16000, seed: int = 0, vary: bool = True
+    ):
+        self.n, self.sr, self.seed, self.vary = n, sample_rate, seed, vary
+        self.samples = int(round(clip_seconds * sample_rate))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch if self.vary else 0, index])
+        t = np.arange(self.samples) / self.sr
+        f0 = rng.uniform(90, 260) * (
+            1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t + rng.uniform(0, 6))
+        )
+        phase = 2 * np.pi * np.cumsum(f0) / self.sr
+        tilt = rng.uniform(0.6, 1.2)
+        voiced = sum(np.sin(k * phase) / k**tilt for k in range(1, 25) if k * f0.max() < self.sr / 2)
+        syll = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, None) ** 1.5
+        noise = rng.standard_normal(self.samples) * (syll < 0.05) * rng.uniform(0.0, 0.3)
+        x = 0.15 * syll * voiced + 0.05 * noise + 1e-3 * rng.standard_normal(self.samples)
+        return torch.from_numpy(x.astype(np.float32))
+
+
+def _datasets(s: PretrainSettings, sr: int) -> tuple[Dataset, Dataset]:
+    from audiomae.data import AudioDataset
+
+    d = s.data
+    train_src = d.train
+    if train_src != "synthetic" and not Path(train_src).exists():
+        if not d.fallback_synthetic:
+            raise FileNotFoundError(f"training data not found: {train_src}")
+        warnings.warn(f"{train_src} not found; pretraining on synthetic audio instead", stacklevel=2)
+        train_src = "synthetic"
+    if train_src == "synthetic":
+        seed = s.train.seed
+        train = SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed)
+        val = SyntheticSpeech(d.val_clips, d.clip_seconds, sr, seed=seed + 1, vary=False)
+        return train, val
+    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=s.train.seed)
+    if d.val is not None:
+        train = AudioDataset(train_src, **common)
+        val = AudioDataset(d.val, random_crop=False, **common)
+    else:
+        split = dict(val_fraction=d.val_fraction)
+        train = AudioDataset(train_src, split="train", **split, **common)
+        val = AudioDataset(train_src, split="val", random_crop=False, **split, **common)
+    return train, val
+
+
+def norm_stats_from(dataset: Dataset, frontend: LogMel, max_files: int, seed: int = 0) -> NormStats:
+    """Dataset mean/std of log-mel values from up to ``max_files`` items (whole files when the
+    dataset can give them)."""
+    n = len(dataset)
+    idx = np.random.default_rng(seed).permutation(n)[: min(n, max_files)]
+    whole = getattr(dataset, "waveform", None)
+
+    def waves():
+        for i in idx:
+            w = whole(int(i)) if whole is not None else dataset[int(i)]
+            if w is not None:
+                yield w
+
+    return compute_norm_stats(waves(), frontend)
+
+
+def build_model(s: PretrainSettings, norm: NormStats | None = None) -> AudioMAE:
+    features = from_dict(FeatureConfig, {"n_mels": 80, **s.features})
+    overrides = {"n_mels": features.n_mels, **s.model}
+    cfg = model_preset(s.preset, **overrides)
+    if "max_frames" not in s.model:
+        # The positional table is fixed sin-cos (not weights), so a longer table costs nothing.
+        frames = features.num_frames(int(round(s.data.clip_seconds * features.sample_rate)))
+        needed = frames - frames % cfg.patch_t
+        if needed > cfg.max_frames:
+            cfg = dataclasses.replace(cfg, max_frames=needed)
+    return AudioMAE(cfg, features=features, norm=norm)
+
+
+def _val_batches(val: Dataset, clips: int, batch_size: int) -> list[torch.Tensor]:
+    items = [val[i] for i in range(min(clips, len(val)))]
+    items = [it[0] if isinstance(it, tuple) else it for it in items]
+    return [torch.stack(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def run_pretraining(s: PretrainSettings, resume: bool = False):
+    """Build data, model and task from ``s`` and train with :func:`audiomae.train.fit`.
+
+    Returns the :class:`~audiomae.train.TrainResult`; the final model is in ``out_dir/model``
+    (and in ``s.export`` when set)."""
+    from audiomae.train.loop import fit
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    info = dist_utils.init_distributed()
+    probe = build_model(s)
+    train, val = _datasets(s, probe.feature_cfg.sample_rate)
+    norm = norm_stats_from(train, LogMel(probe.feature_cfg), s.data.norm_files, seed=s.train.seed)
+    torch.manual_seed(s.train.seed)
+    model = build_model(s, norm)
+    if info.rank == 0:
+        print(
+            f"pretraining {s.preset} ({model.num_params() / 1e6:.2f} M params) on {len(train)} items, "
+            f"{len(val)} validation; norm mean {norm.mean:.3f} std {norm.std:.3f}"
+        )
+    task = MAEPretrainTask(model, s.mask_ratio, seed=s.train.seed)
+    val_batches = _val_batches(val, s.data.val_clips, s.train.batch_size)
+    result = fit(task, train, val_batches, s.train, s.out_dir, resume=resume)
+    if s.export and info.rank == 0:
+        AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
+            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": s.train.steps}}
+        )
+    return result
+
+
+__all__ = [
+    "MAEPretrainTask",
+    "PretrainSettings",
+    "DataSettings",
+    "SyntheticSpeech",
+    "run_pretraining",
+    "build_model",
+    "neighbour_baseline",
+    "norm_stats_from",
+    "save_spectrogram_plot",
+    "derive_seed",
+]
