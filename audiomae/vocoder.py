@@ -311,10 +311,13 @@ class ISTFTHead(nn.Module):
         self.register_buffer("mel_pinv", torch.linalg.pinv(fb), persistent=False)
         self.register_buffer("window", _padded_window(features), persistent=False)
 
-    def spectrum(self, x: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    def magnitude_phase(self, x: torch.Tensor, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prior = (self.mel_pinv @ mel.exp()).clamp_min(self.feature_cfg.log_floor).log() * 0.5
         log_mag, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
-        mag = (prior + log_mag).clamp(max=self.cfg.max_log_magnitude).exp()
+        return (prior + log_mag).clamp(max=self.cfg.max_log_magnitude).exp(), phase
+
+    def spectrum(self, x: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        mag, phase = self.magnitude_phase(x, mel)
         return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
     def forward(self, x: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
@@ -357,11 +360,17 @@ class Vocoder(nn.Module):
     def sample_rate(self) -> int:
         return self.feature_cfg.sample_rate
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        """Log-mel ``(B, F, T)`` -> predicted complex STFT ``(B, n_fft//2+1, T)``."""
+    def magnitude_phase(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel ``(B, F, T)`` -> predicted STFT magnitude and phase (radians, unwrapped),
+        each ``(B, n_fft//2+1, T)``."""
         mel = _check_mel(mel, self.cfg.n_mels)
         x = (mel - self.cfg.input_mean) / self.cfg.input_std
-        return self.head.spectrum(self.backbone(x), mel)
+        return self.head.magnitude_phase(self.backbone(x), mel)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``(B, F, T)`` -> predicted complex STFT ``(B, n_fft//2+1, T)``."""
+        mag, phase = self.magnitude_phase(mel)
+        return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return _istft(self.spectrum(mel), self.feature_cfg, self.head.window)
@@ -493,19 +502,29 @@ class VocoderTask:
     adversarial terms: on a ~30 min CPU budget they cost a second network and several times
     the step time, and regression losses dominate the quality reached in so few steps."""
 
-    def __init__(self, model: Vocoder, mel_weight: float = 1.0) -> None:
+    def __init__(self, model: Vocoder, mel_weight: float = 1.0, phase_weight: float = 0.0) -> None:
         from audiomae.features import LogMel
 
         self.model = model
         self.loss = VocoderLoss(model.feature_cfg, mel_weight=mel_weight)
         self.frontend = LogMel(model.feature_cfg, backend="torch")
+        self.phase_weight = phase_weight
 
     def _run(self, wave: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         self.loss.to(wave.device)
         self.frontend.to(wave.device)
         with torch.no_grad():
             mel = self.frontend(wave)
-        return self.loss(self.model(mel), wave)
+        if not self.phase_weight:
+            return self.loss(self.model(mel), wave)
+        mag, phase = self.model.magnitude_phase(mel)
+        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        loss, parts = self.loss(_istft(spec, self.model.feature_cfg, self.model.head.window), wave)
+        with torch.no_grad():
+            target = _stft(wave, self.model.feature_cfg, self.model.head.window)[..., : phase.shape[-1]]
+        ph = phase_loss(phase, target)
+        loss = loss + self.phase_weight * ph
+        return loss, {**parts, "loss": loss.item(), "phase": ph.item()}
 
     def training_step(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         return self._run(batch)
@@ -567,6 +586,7 @@ __all__ = [
     "default_vocoder_path",
     "MultiResolutionSTFTLoss",
     "VocoderLoss",
+    "phase_loss",
     "VocoderTask",
     "RandomCrops",
 ]
@@ -601,6 +621,26 @@ class MultiResolutionSTFTLoss(nn.Module):
             sc = (t - p).norm() / t.norm().clamp_min(1e-7)
             total = total + sc + (t.log() - p.log()).abs().mean()
         return total / len(self.resolutions)
+
+
+def _anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
+
+
+def phase_loss(phase: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Magnitude-weighted anti-wrapped phase errors (APNet, Ai & Ling 2023) between predicted
+    ``phase`` and the complex target STFT ``target``, both ``(B, K, T)``: instantaneous phase,
+    group delay (difference along frequency) and instantaneous frequency (along time). The
+    two differences do not care about a constant phase offset, which the mel cannot tell;
+    weighting by the target magnitude ignores the random phase of empty bins."""
+    true = torch.angle(target)
+    weight = target.abs()
+    weight = weight / weight.mean(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+    diff = phase - true
+    ip = (weight * _anti_wrap(diff)).mean()
+    gd = (weight[:, 1:] * _anti_wrap(diff[:, 1:] - diff[:, :-1])).mean()
+    iaf = (weight[..., 1:] * _anti_wrap(diff[..., 1:] - diff[..., :-1])).mean()
+    return ip + gd + iaf
 
 
 class VocoderLoss(nn.Module):

@@ -22,7 +22,7 @@ import torch
 from audiomae.audio import FRAMES_PER_PACKET, SAMPLE_RATE, load_audio
 from audiomae.eval.metrics import lsd_lost, pesq_wb, stoi
 from audiomae.features import LogMel
-from audiomae.vocoder import GriffinLim, Vocoder, load_default_vocoder
+from audiomae.vocoder import GriffinLim, Vocoder, griffin_lim, load_default_vocoder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech" / "dev"
 
@@ -52,6 +52,12 @@ def main() -> None:
     p.add_argument("--max-files", type=int, default=None, help="first N files (default: all)")
     p.add_argument("--checkpoint", help="neural vocoder checkpoint (default: the bundled weights)")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=8,
+        help="also score the neural output refined by N Griffin-Lim iterations",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -64,6 +70,15 @@ def main() -> None:
         f"Griffin-Lim ({args.gl_iters} it)": GriffinLim(n_iter=args.gl_iters),
         "neural (Vocos-style)": neural,
     }
+    if args.refine:
+
+        def refined(mel: torch.Tensor) -> torch.Tensor:
+            # The neural magnitude, and its phase as the start of a few Griffin-Lim steps.
+            spec = neural.spectrum(mel)
+            start = neural(mel)
+            return griffin_lim(mel, neural.feature_cfg, args.refine, magnitude=spec.abs(), init_audio=start)
+
+        vocoders[f"neural + {args.refine} GL it"] = refined
     frontend = LogMel(neural.feature_cfg)
     scores = {name: [] for name in vocoders}
     seconds = {name: 0.0 for name in vocoders}

@@ -56,7 +56,11 @@ def main(cfg: dict) -> None:
     model_cfg = dict(cfg.get("model", {}))
     vocoder = Vocoder(vocoder_preset(model_cfg.pop("preset", "speech"), **model_cfg))
     print(f"vocoder: {vocoder.num_params() / 1e6:.2f} M parameters, {len(waves) - n_val} training files")
-    task = VocoderTask(vocoder, mel_weight=float(cfg.get("mel_weight", 1.0)))
+    task = VocoderTask(
+        vocoder,
+        mel_weight=float(cfg.get("mel_weight", 1.0)),
+        phase_weight=float(cfg.get("phase_weight", 0.0)),
+    )
     result = fit(task, train, val, train_cfg, cfg["out_dir"], resume=bool(cfg.get("resume", False)))
     val_txt = ", ".join(f"{k}={v:.4f}" for k, v in result.val.items())
     print(f"done: {result.steps} steps, {result.elapsed_s:.0f} s, loss {result.train_loss:.4f}; {val_txt}")

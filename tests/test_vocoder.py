@@ -21,6 +21,7 @@ from audiomae.vocoder import (
     griffin_lim,
     load_default_vocoder,
     mel_to_linear_power,
+    phase_loss,
     spectral_convergence,
     vocoder_preset,
 )
@@ -231,3 +232,17 @@ def test_cli_resynth(tmp_path):
     assert main(["resynth", str(src), "-o", str(dst), "--checkpoint", str(tmp_path / "voc")]) == 0
     assert load_audio(dst).shape == wave.shape
     assert main(["resynth", str(tmp_path / "missing.wav"), "-o", str(dst), "--vocoder", "griffinlim"]) == 2
+
+
+def test_phase_loss_is_zero_at_the_target_and_counts_offsets_only_in_ip():
+    g = torch.Generator().manual_seed(0)
+    target = torch.polar(torch.rand(2, 9, 7, generator=g) + 0.1, (torch.rand(2, 9, 7, generator=g) - 0.5) * 6)
+    true = torch.angle(target)
+    assert float(phase_loss(true + 2 * torch.pi, target)) < 1e-5
+    # A constant offset costs its size in the instantaneous-phase term (weights average 1) and
+    # nothing in the group-delay and instantaneous-frequency terms.
+    assert float(phase_loss(true + 1.0, target)) == pytest.approx(1.0, rel=1e-4)
+    task = VocoderTask(tiny().train(), phase_weight=0.5)
+    loss, parts = task.training_step(torch.from_numpy(voiced(0.3)).unsqueeze(0), 0)
+    loss.backward()
+    assert parts["phase"] > 0 and torch.isfinite(loss)
