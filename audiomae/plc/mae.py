@@ -43,8 +43,8 @@ class ConcealerConfig:
     """Streaming concealer settings (packets are 20 ms, samples at 16 kHz)."""
 
     context_packets: int = 40  # MAE window, including the target and the packets after it
-    vocoder_context: int = 12  # mel frames of left context given to the vocoder
-    fade: int = 80  # cross-fade length in samples (5 ms) at burst start and recovery
+    vocoder_context: int = 6  # mel frames of left context given to the renderer
+    fade: int = 160  # cross-fade length in samples (10 ms) at burst start and recovery
     full_level_packets: int = 3  # lost packets rendered at full level before fading (60 ms)
     fade_packets: int = 5  # packets over which a long burst fades into comfort noise
     comfort_noise: bool = True
@@ -98,14 +98,14 @@ class MAEConcealer(StreamingConcealer):
             from audiomae.vocoder import load_default_vocoder
 
             vocoder = load_default_vocoder()
-        self.vocoder = vocoder.eval()
+        self.renderer = vocoder if hasattr(vocoder, "render") else VocoderRenderer(vocoder)
         mcfg, fcfg = self.model.cfg, self.model.feature_cfg
         if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
             raise ValueError(
                 f"the MAE's patch columns are {mcfg.patch_t * fcfg.hop_length} samples wide; PLC needs "
                 f"one column per {SAMPLES_PER_PACKET}-sample packet"
             )
-        if self.vocoder.feature_cfg != fcfg:
+        if self.renderer.feature_cfg != fcfg:
             raise ValueError("the vocoder and the MAE were trained on different log-mel settings")
         if cfg.context_packets * mcfg.patch_t > mcfg.max_frames:
             raise ValueError(
@@ -199,24 +199,116 @@ class MAEConcealer(StreamingConcealer):
         zeros = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
         wave = np.concatenate([self._hist, zeros] + [zeros if p is None else p for p in after])
         lost = np.concatenate([self._hist_lost, [True], [p is None for p in after]])
+        filled = self.predict_logmel(wave, lost)
+        # Frames of the target packet start after the history columns.
+        fpp = self._frames_per_packet
+        first = len(self._hist_lost) * fpp
+        left = min(cfg.vocoder_context, first)
+        stop = first + fpp + 1  # one frame past the packet gives the cross-fade tail
+        right = min(filled.shape[-1], stop + fpp)
+        frames = slice(first - left, right)
+        hop = self.model.feature_cfg.hop_length
+        known = _known_frames(lost, fpp)[frames]
+        audio = self.renderer.render(
+            filled[..., frames], left, left + (stop - first), wave[frames.start * hop : right * hop], known
+        )
+        return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32)
+
+    def predict_logmel(self, wave: np.ndarray, lost: np.ndarray) -> torch.Tensor:
+        """Log-mel ``(1, F, T)`` of a window with every lost column filled in by the MAE."""
+        lost = lost.copy()
         if lost.all():
             lost[0] = False  # nothing received in the window: let the MAE see (silent) history
         spec = self._spectrogram(torch.from_numpy(wave))
         mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
-        filled = self.model.norm.denormalize(self.model.reconstruct(spec, mask))
-        # Frames of packet t start at column (n_hist) * frames_per_packet.
-        fpp = self._frames_per_packet
-        first = (len(self._hist_lost)) * fpp
-        left = min(cfg.vocoder_context, first)
-        stop = first + fpp + 1  # one frame past the packet gives the cross-fade tail
-        right = min(filled.shape[-1], stop + fpp)
-        mel = filled[..., first - left : right]
-        audio = self.vocoder.synthesize_window(mel, left, left + (stop - first))[0].numpy()
-        return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32)
+        return self.model.norm.denormalize(self.model.reconstruct(spec, mask))
 
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
         return spec[..., : self.cfg.context_packets * self._frames_per_packet]
+
+
+def _known_frames(lost: np.ndarray, frames_per_packet: int) -> np.ndarray:
+    """Frames whose analysis window (centre +- half a packet) touches no lost packet."""
+    col_lost = np.repeat(lost, frames_per_packet)
+    near = col_lost.copy()
+    near[1:] |= col_lost[:-1]
+    near[:-1] |= col_lost[1:]
+    return ~near
+
+
+class VocoderRenderer:
+    """Render a filled log-mel window with a neural :class:`~audiomae.vocoder.Vocoder`."""
+
+    def __init__(self, vocoder) -> None:
+        self.vocoder = vocoder.eval()
+        self.feature_cfg = vocoder.feature_cfg
+
+    def render(
+        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray
+    ) -> np.ndarray:
+        """Samples of frames ``[start, stop)`` of ``mel`` (1, F, T); ``audio``/``known`` unused."""
+        return self.vocoder.synthesize_window(mel, start, stop)[0].numpy()
+
+
+class GriffinLimRenderer:
+    """Render with fast Griffin-Lim whose phase is anchored on the received audio.
+
+    Frames whose analysis window lies entirely in received audio keep their true magnitude
+    and phase; only the frames touching the gap are estimated. The gap therefore inherits
+    the phase of the audio around it, which keeps the cross-fades smooth. Cost: ``n_iter``
+    STFT/iSTFT pairs over a few hundred samples."""
+
+    def __init__(self, features=None, n_iter: int = 24, momentum: float = 0.99) -> None:
+        from audiomae.config import FeatureConfig
+        from audiomae.features import mel_filterbank
+
+        self.feature_cfg = features or FeatureConfig()
+        self.n_iter, self.momentum = n_iter, momentum
+        fb = mel_filterbank(self.feature_cfg).double()
+        self._pinv = torch.linalg.pinv(fb).float()
+        self._fb = fb.float()
+
+    def render(
+        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray
+    ) -> np.ndarray:
+        from audiomae.vocoder import griffin_lim
+
+        cfg = self.feature_cfg
+        target = mel.exp()
+        power = (self._pinv @ target).clamp_min(cfg.log_floor)
+        numer, gram = self._fb.T @ target, self._fb.T @ self._fb
+        for _ in range(10):  # a few non-negative least-squares refinements of the inversion
+            power = power * numer / (gram @ power).clamp_min(1e-12)
+        magnitude = power.sqrt()
+        init = torch.from_numpy(np.ascontiguousarray(audio))
+        known_t = torch.from_numpy(known)
+        if known_t.any():
+            from audiomae.features import _padded_window
+
+            spec = torch.stft(
+                init.unsqueeze(0),
+                cfg.n_fft,
+                cfg.hop_length,
+                window=_padded_window(cfg),
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )[..., : mel.shape[-1]]
+            magnitude = torch.where(known_t[None, None, :], spec.abs(), magnitude)
+        wave = griffin_lim(
+            mel,
+            cfg,
+            self.n_iter,
+            self.momentum,
+            init_audio=init,
+            known_frames=known_t,
+            magnitude=magnitude,
+            generator=torch.Generator().manual_seed(0),
+        )
+        hop = cfg.hop_length
+        out = wave[0, start * hop : stop * hop]
+        return torch.nn.functional.pad(out, (0, (stop - start) * hop - out.numel())).numpy()
 
 
 def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE:
