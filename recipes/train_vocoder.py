@@ -54,7 +54,11 @@ def main(cfg: dict) -> None:
     val = [torch.stack([val_set[j] for j in range(i, i + n_val)]) for i in range(0, len(val_set), n_val)]
 
     model_cfg = dict(cfg.get("model", {}))
-    vocoder = Vocoder(vocoder_preset(model_cfg.pop("preset", "speech"), **model_cfg))
+    if cfg.get("init_from"):
+        # Warm start: continue from a trained vocoder (its config wins over the model section).
+        vocoder = Vocoder.from_pretrained(cfg["init_from"]).train()
+    else:
+        vocoder = Vocoder(vocoder_preset(model_cfg.pop("preset", "speech"), **model_cfg))
     print(f"vocoder: {vocoder.num_params() / 1e6:.2f} M parameters, {len(waves) - n_val} training files")
     task = VocoderTask(
         vocoder,
@@ -80,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     p.add_argument("--export", help="copy the final model to this directory")
+    p.add_argument("--init-from", help="start from this vocoder checkpoint instead of random weights")
     args = p.parse_args(argv)
     path = Path(args.config)
     if not path.exists():
@@ -93,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> dict:
         cfg["resume"] = True
     if args.export:
         cfg["export"] = args.export
+    if args.init_from:
+        cfg["init_from"] = args.init_from
     return cfg
 
 
