@@ -25,7 +25,9 @@ class AugmentConfig:
     ``time_masks`` / ``freq_masks`` SpecAugment bands of up to ``time_width`` frames /
     ``freq_width`` bins; ``max_shift`` frames of random circular-free shift; ``crop_frames``
     random crop length (None: no crop); ``mixup_alpha`` Beta(alpha, alpha) mixup (0: off);
-    ``mask_time`` / ``mask_freq`` fractions of patch columns / rows hidden from the encoder."""
+    ``mask_time`` / ``mask_freq`` fractions of patch columns / rows hidden from the encoder;
+    ``freq_warp`` maximum relative mel-axis stretch (:func:`freq_warp`); ``gain`` maximum level
+    offset in normalised log-mel units (:func:`random_gain`). The last two are off by default."""
 
     time_masks: int = 2
     time_width: int = 10
@@ -36,6 +38,8 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     mask_time: float = 0.2
     mask_freq: float = 0.2
+    freq_warp: float = 0.0
+    gain: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("time_masks", "time_width", "freq_masks", "freq_width", "max_shift"):
@@ -43,13 +47,15 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.freq_warp < 0 or self.freq_warp >= 1 or self.gain < 0:
+            raise ValueError(f"need 0 <= freq_warp < 1 and gain >= 0, got {self.freq_warp}, {self.gain}")
         for name in ("mask_time", "mask_freq"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
     @classmethod
     def off(cls) -> AugmentConfig:
-        return cls(time_masks=0, freq_masks=0, max_shift=0, mixup_alpha=0.0, mask_time=0.0, mask_freq=0.0)
+        return cls(time_masks=0, freq_masks=0, max_shift=0, mask_time=0.0, mask_freq=0.0)
 
 
 def _bands(batch: int, size: int, count: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -123,6 +129,36 @@ def center_crop(spec: torch.Tensor, frames: int) -> torch.Tensor:
     return spec[..., start : start + frames]
 
 
+def freq_warp(spec: torch.Tensor, max_warp: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stretch or squeeze each item's mel axis by a random factor in [1 - max_warp, 1 + max_warp]
+    (linear interpolation; bins pulled from beyond the top repeat the top bin).
+
+    A cheap stand-in for vocal-tract-length perturbation: with few training speakers the
+    formant positions of the test voices are what the model has not seen."""
+    if max_warp <= 0:
+        return spec
+    b, f, _ = spec.shape
+    alpha = 1.0 + (torch.rand(b, 1, generator=generator) * 2 - 1) * max_warp
+    src = (torch.arange(f, dtype=spec.dtype).unsqueeze(0) / alpha.to(spec.dtype)).clamp(0, f - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=f - 1)
+    w = (src - lo.to(spec.dtype)).to(spec.device).unsqueeze(-1)
+    lo, hi = lo.to(spec.device), hi.to(spec.device)
+    take = lambda idx: torch.gather(spec, 1, idx.unsqueeze(-1).expand_as(spec))  # noqa: E731
+    return take(lo) * (1 - w) + take(hi) * w
+
+
+def random_gain(
+    spec: torch.Tensor, max_gain: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Add one random offset in [-max_gain, max_gain] to each item (a level change, in the
+    units of ``spec``: for a normalised natural-log mel, 6 dB is 1.38 / norm.std)."""
+    if max_gain <= 0:
+        return spec
+    offset = (torch.rand(spec.shape[0], 1, 1, generator=generator) * 2 - 1) * max_gain
+    return spec + offset.to(spec.device, spec.dtype)
+
+
 def mixup(
     spec: torch.Tensor, target: torch.Tensor, alpha: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,11 +184,14 @@ def augment_batch(
     num_classes: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop, shift, SpecAugment and mixup in that order. ``target``: (B,) class indices or
-    (B, C) multi-hot; returned targets are (B, C) probabilities when mixup is on, else as given."""
+    """Crop, shift, frequency warp, gain, SpecAugment and mixup in that order. ``target``: (B,)
+    class indices or (B, C) multi-hot; returned targets are (B, C) probabilities when mixup is
+    on, else as given."""
     if cfg.crop_frames is not None:
         spec = random_crop(spec, cfg.crop_frames, generator)
     spec = random_shift(spec, cfg.max_shift, generator=generator)
+    spec = freq_warp(spec, cfg.freq_warp, generator=generator)
+    spec = random_gain(spec, cfg.gain, generator=generator)
     spec = spec_augment(
         spec, cfg.time_masks, cfg.time_width, cfg.freq_masks, cfg.freq_width, generator=generator
     )
@@ -178,6 +217,8 @@ __all__ = [
     "random_shift",
     "random_crop",
     "center_crop",
+    "freq_warp",
+    "random_gain",
     "mixup",
     "augment_batch",
     "patch_mask",

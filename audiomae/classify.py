@@ -174,8 +174,11 @@ class AudioClassifier(nn.Module):
         """``spec``: normalised log-mel (B, F, T); ``mask``: optional patches to hide (fine-tune
         augmentation). Returns logits (B, num_classes)."""
         feats = self.pool(spec, mask)
-        logits = self.head(self.dropout(self.head_norm(feats)))
-        return ClassifierOutput(logits=logits, features=feats)
+        return ClassifierOutput(logits=self.head_logits(feats), features=feats)
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled features ``(B, enc_dim)`` (e.g. cached ones for a linear probe)."""
+        return self.head(self.dropout(self.head_norm(features)))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (targets (B,) indices or (B, C) probabilities) or, multi-label, BCE
@@ -355,21 +358,40 @@ class ClassificationTask:
     """Adapter for :func:`audiomae.train.fit`. Batches are ``(spec (B, F, T), target)`` with
     target (B,) class indices or (B, C) multi-hot; augmentation and the encoder's structured
     patch mask are drawn from a generator seeded by ``(seed, step)`` so a resumed run repeats
-    the same draws."""
+    the same draws.
+
+    ``pooled_inputs``: batches hold pooled encoder features ``(B, enc_dim)`` instead of
+    spectrograms, so a linear probe can train on features computed once (the frozen encoder
+    gives the same features every epoch). ``eval_frames``: centre-crop validation inputs."""
 
     model: AudioClassifier
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     layer_decay: float = 0.75
     seed: int = 0
     eval_frames: int | None = None
+    pooled_inputs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooled_inputs and self.model.cfg.mode != "linear_probe":
+            raise ValueError(
+                "pooled_inputs needs a linear_probe classifier (a fine-tune must run the encoder)"
+            )
 
     def _generator(self, step: int) -> torch.Generator:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + step * 7919 + rank)
+        seed = np.random.SeedSequence([self.seed, step, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1)
+        return torch.Generator().manual_seed(int(seed))
 
     def training_step(self, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         spec, target = batch
         model = self.model
+        if self.pooled_inputs:
+            logits = model.head_logits(spec)
+            loss = model.loss(logits, target)
+            logs = {"loss": float(loss.detach())}
+            if not model.cfg.multilabel:
+                logs["acc"] = accuracy(logits.detach(), target)
+            return loss, logs
         g = self._generator(step)
         aug = self.augment
         if model.cfg.mode == "linear_probe":
@@ -390,9 +412,12 @@ class ClassificationTask:
     @torch.no_grad()
     def validation_step(self, batch: Any) -> dict[str, float]:
         spec, target = batch
-        if self.eval_frames is not None:
-            spec = center_crop(spec, self.eval_frames)
-        logits = self.model(spec).logits
+        if self.pooled_inputs:
+            logits = self.model.head_logits(spec)
+        else:
+            if self.eval_frames is not None:
+                spec = center_crop(spec, self.eval_frames)
+            logits = self.model(spec).logits
         out = {"loss": float(self.model.loss(logits, target))}
         if self.model.cfg.multilabel:
             try:
