@@ -253,3 +253,19 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
     assert line.startswith(str(wav)) and len(line.split("\t")) == 3
     with pytest.raises(ValueError, match="unknown fine-tune settings"):
         FinetuneSettings.from_dict({**cfg, "lr": 1.0})
+
+
+def test_freq_warp_and_gain():
+    from audiomae.augment import freq_warp, random_gain
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.arange(16.0).view(1, 16, 1).expand(4, 16, 3).contiguous()
+    warped = freq_warp(ramp, 0.2, generator=g)
+    assert warped.shape == ramp.shape
+    steps = warped[:, 1:, 0] - warped[:, :-1, 0]
+    assert (steps >= 0).all() and not torch.allclose(warped, ramp)  # a monotonic stretch of the mel axis
+    assert torch.equal(freq_warp(ramp, 0.0), ramp)
+    spec = torch.randn(3, 8, 5)
+    offset = random_gain(spec, 0.5, generator=g) - spec
+    assert offset.abs().max() <= 0.5
+    torch.testing.assert_close(offset, offset[:, :1, :1].expand_as(offset))  # one level per item
