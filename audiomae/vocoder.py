@@ -404,8 +404,10 @@ class Vocoder(nn.Module):
         whole utterance when ``start >= context_frames[0]`` and ``T - stop >=
         context_frames[1]``; with the default causal backbone that is ``(kernel - 1) *
         (n_layers + 1) + 1`` frames on the left (31 for the bundled model) and 2 on the right.
-        With less left context the result is an approximation whose error grows as the
-        context shrinks.
+        With less left context the result is an approximation, and not a close one: for the
+        bundled model on speech, 12 frames give a median relative error of 0.28 against the
+        full rendering and 20 frames 0.03 (worst windows above 1), while the exact 31 frames
+        cost only ~1.5x as much, so pass ``context_frames[0]`` frames when they exist.
 
         Algorithmic delay: sample ``s`` is final once the frame centred at ``s + win/2``
         (``s + 200``, 12.5 ms later) is known, plus ``lookahead * (n_layers + 1)`` frames for
