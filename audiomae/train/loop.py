@@ -345,7 +345,7 @@ def fit(
             }
             log(record)
             bar.set_postfix(
-                loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", it_s=f"{record['train/items_per_s']:.1f}"
+                loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", items_s=f"{record['train/items_per_s']:.1f}"
             )
             window_t, window_steps, window_loss, window_metrics = now, 0, 0.0, {}
 
