@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/plc")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     files = find_audio(args.data)[: args.max_files]
@@ -40,7 +41,9 @@ def main() -> None:
         raise SystemExit(f"no audio under {args.data}")
     methods = args.methods.split(",")
     conditions = args.conditions.split(",")
-    run_plc_benchmark(files, methods, conditions, args.out, seed=args.seed, max_seconds=args.max_seconds)
+    run_plc_benchmark(
+        files, methods, conditions, args.out, seed=args.seed, max_seconds=args.max_seconds, workers=args.jobs
+    )
     print(f"{len(files)} files from {args.data}\n")
     print((Path(args.out) / "results.md").read_text())
 

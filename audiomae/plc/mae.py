@@ -73,12 +73,14 @@ def pitch_continuation(history: np.ndarray, n: int, find_pitch) -> np.ndarray:
 
 
 class MAEConcealer(StreamingConcealer):
-    """Packet-loss concealment with an Audio-MAE and a neural vocoder.
+    """Packet-loss concealment with an Audio-MAE and a log-mel renderer.
 
-    ``model``: an AudioMAE fine-tuned for PLC (one patch column per packet); ``vocoder``: an
-    :class:`audiomae.vocoder.Vocoder` on the same log-mel; both default to the bundled
-    weights. ``lookahead``: packets of delay (0 = causal, extrapolates; k >= 1 interpolates
-    across gaps of up to the lookahead's reach).
+    ``model``: an AudioMAE fine-tuned for PLC (one patch column per packet), default the
+    bundled one. ``vocoder``: what renders the filled log-mel: a :class:`GriffinLimRenderer`
+    (default), an :class:`audiomae.vocoder.Vocoder` (wrapped in :class:`VocoderRenderer`), or
+    any object with ``feature_cfg`` and ``render(mel, start, stop, audio, known)``.
+    ``lookahead``: packets of delay (0 = causal, extrapolates; k >= 1 interpolates across
+    gaps of up to the lookahead's reach).
     """
 
     def __init__(
@@ -95,9 +97,9 @@ class MAEConcealer(StreamingConcealer):
         self.lookahead = int(lookahead)
         self.model = (model or load_default_plc_model()).eval()
         if vocoder is None:
-            from audiomae.vocoder import load_default_vocoder
-
-            vocoder = load_default_vocoder()
+            # Measured on dev copy-synthesis, phase-anchored Griffin-Lim (PESQ-WB 3.16) beats the
+            # CPU-trained neural vocoder (1.92), so it is the default renderer.
+            vocoder = GriffinLimRenderer(self.model.feature_cfg)
         self.renderer = vocoder if hasattr(vocoder, "render") else VocoderRenderer(vocoder)
         mcfg, fcfg = self.model.cfg, self.model.feature_cfg
         if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
