@@ -127,9 +127,11 @@ class AudioMAE(nn.Module):
     # ---- inputs -------------------------------------------------------------------------
     def featurize(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveform ``(B, S)`` -> normalised log-mel ``(B, F, T)`` trimmed to whole patch columns."""
-        if self._frontend is None:
-            self._frontend = LogMel(self.feature_cfg).to(wave.device)
-        spec = self.norm.normalize(self._frontend(wave))
+        frontend = self.__dict__.get("_frontend")
+        if frontend is None or frontend.mel_fb.device != wave.device:
+            # Kept out of the module tree: its STFT buffers must not enter state_dict/checkpoints.
+            frontend = self.__dict__["_frontend"] = LogMel(self.feature_cfg).to(wave.device)
+        spec = self.norm.normalize(frontend(wave))
         t = spec.shape[-1] - spec.shape[-1] % self.cfg.patch_t
         return spec[..., :t]
 

@@ -78,3 +78,13 @@ def test_pretraining_on_synthetic_audio_learns_and_exports(tmp_path):
     model = AudioMAE.from_pretrained(tmp_path / "export")
     assert model.norm.std != 1.0  # statistics from the training data travel with the weights
     assert (tmp_path / "run" / "plots" / "step_000040.png").exists()
+
+
+def test_featurize_keeps_checkpoints_clean(tmp_path):
+    # The front end's STFT buffers must not enter the state dict (the loop checkpoints it).
+    model = AudioMAE.from_preset("tiny", **TINY)
+    keys = set(model.state_dict())
+    model.featurize(torch.zeros(1, 8000))
+    assert set(model.state_dict()) == keys
+    model.save_pretrained(tmp_path / "m")
+    assert AudioMAE.from_pretrained(tmp_path / "m").cfg == model.cfg
