@@ -131,12 +131,14 @@ def test_config_errors(parts):
         MAEConcealer(model, vocoder, config=ConcealerConfig(context_packets=40))
 
 
-def test_griffin_lim_renderer_fills_gaps(parts):
-    from audiomae.plc.mae import GriffinLimRenderer
+@pytest.mark.parametrize("renderer", ["griffinlim", "pitch"])
+def test_griffin_lim_renderers_fill_gaps(parts, renderer):
+    from audiomae.plc.mae import GriffinLimRenderer, PitchGuidedRenderer
 
     model, _ = parts
     _, lossy, lost = lossy_signal(seed=2)
-    c = MAEConcealer(model, GriffinLimRenderer(n_iter=4), config=ConcealerConfig(context_packets=12))
+    render = GriffinLimRenderer(n_iter=4) if renderer == "griffinlim" else PitchGuidedRenderer(n_iter=2)
+    c = MAEConcealer(model, render, config=ConcealerConfig(context_packets=12))
     out = conceal(lossy, lost, c)
     gaps = np.concatenate([out[i * P : (i + 1) * P] for i in np.flatnonzero(lost)])
     assert np.isfinite(out).all() and np.sqrt(np.mean(gaps**2)) > 1e-3
