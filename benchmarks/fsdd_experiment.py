@@ -281,7 +281,7 @@ def main(argv=None) -> dict:
         confusion_png(
             confusions[key_c],
             full.classes,
-            f"FSDD, unseen speakers (5 folds summed): fine-tune, 100% labels, mean acc {acc_c:.1%}",
+            f"FSDD, unseen speakers (folds summed)\nfine-tune, 100% labels, mean acc {acc_c:.1%}",
             out / "fsdd_confusion.png",
         )
     md = render_markdown(args, summary, folds, total, argv)
