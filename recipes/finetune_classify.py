@@ -1,4 +1,6 @@
-"""Audio classification fine-tune: ``python recipes/finetune_classify.py --config recipes/configs/classify/fsdd.yaml``.
+"""Audio classification fine-tune (or linear probe) of an Audio-MAE encoder.
+
+``python recipes/finetune_classify.py --config recipes/configs/classify/fsdd.yaml``
 
 Any config value can be overridden: ``train.steps=300 mode=linear_probe encoder=null``
 (``encoder=null`` trains from scratch). ``--resume`` continues a killed run from its newest
