@@ -45,10 +45,10 @@ class ConcealerConfig:
     context_packets: int = 40  # MAE window, including the target and the packets after it
     vocoder_context: int = 6  # mel frames of left context given to the renderer
     fade: int = 160  # cross-fade length in samples (10 ms) at burst start and recovery
-    # Measured on dev (PLCMOS): a quick fade beats holding a prediction at full level, as in
-    # G.711 Appendix I; the MAE's guess of the first 20 ms is the part worth hearing.
+    # Measured on dev (PLCMOS, 3 files at ge10b2): a quick fade beats holding a prediction at
+    # full level, as in G.711 Appendix I; the first 20 ms of the MAE's guess is worth hearing.
     full_level_packets: int = 1  # lost packets rendered at full level before fading (20 ms)
-    fade_packets: int = 3  # packets over which a long burst fades into comfort noise
+    fade_packets: int = 2  # packets over which a long burst fades into comfort noise
     comfort_noise: bool = True
     noise_seed: int = 0
 
@@ -341,10 +341,13 @@ class PitchGuidedRenderer(GriffinLimRenderer):
     Griffin-Lim from a predicted log-mel alone is smooth but breathy: the mel has no
     harmonic fine structure. Here the gap's magnitude is the continuation's own spectrum
     (harmonics at the last pitch) with each mel band scaled to the predicted energy, and the
-    continuation's phase starts Griffin-Lim; frames of received audio stay anchored."""
+    continuation's phase starts Griffin-Lim; frames of received audio stay anchored. Band gains
+    are limited to +-``max_gain_db``: the MSE-trained MAE's log-mel is over-smoothed, and on dev
+    a light correction (6 dB) scored better PLCMOS than trusting it fully (30 dB: 3.59 vs 3.64,
+    3 files, ge10b2)."""
 
     def __init__(
-        self, features=None, n_iter: int = 8, momentum: float = 0.99, max_gain_db: float = 30.0
+        self, features=None, n_iter: int = 8, momentum: float = 0.99, max_gain_db: float = 6.0
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
         weights = self._fb / self._fb.sum(0, keepdim=True).clamp_min(1e-8)  # per-bin share of each mel band
