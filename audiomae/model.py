@@ -244,9 +244,4 @@ class AudioMAE(nn.Module):
         return model
 
 
-def flops_per_token_estimate(dim: int, depth: int, mlp_ratio: float = 4.0) -> float:
-    """Rough matmul FLOPs per token per layer stack (forward), ignoring attention scores."""
-    return depth * 2 * dim * dim * (4 + 2 * mlp_ratio)
-
-
-__all__ = ["AudioMAE", "MAEOutput", "sincos_2d", "flops_per_token_estimate"]
+__all__ = ["AudioMAE", "MAEOutput", "sincos_2d"]

@@ -20,6 +20,7 @@ Frame ``t`` is centred on sample ``t * hop`` (``center=True``), so T frames rend
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -52,6 +53,14 @@ def _check_mel(mel: torch.Tensor, n_mels: int, name: str = "mel") -> torch.Tenso
     return mel.float()
 
 
+@functools.lru_cache(maxsize=8)
+def _filterbank_and_pinv(cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    # The pseudo-inverse is an SVD: compute it once per front end, not once per call (the
+    # concealer inverts a short window for every lost packet).
+    fb = mel_filterbank(cfg)
+    return fb, torch.linalg.pinv(fb.double()).float()
+
+
 def mel_to_linear_power(
     mel: torch.Tensor, cfg: FeatureConfig | None = None, method: str = "nnls", n_iter: int = 30
 ) -> torch.Tensor:
@@ -63,9 +72,10 @@ def mel_to_linear_power(
     """
     cfg = cfg or FeatureConfig()
     mel = _check_mel(mel, cfg.n_mels)
-    fb = mel_filterbank(cfg).to(mel.device)
+    fb, pinv = _filterbank_and_pinv(cfg)
+    fb, pinv = fb.to(mel.device), pinv.to(mel.device)
     target = mel.exp()
-    power = (torch.linalg.pinv(fb) @ target).clamp_min(cfg.log_floor)
+    power = (pinv @ target).clamp_min(cfg.log_floor)
     if method == "pinv":
         return power
     if method != "nnls":

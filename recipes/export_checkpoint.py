@@ -33,8 +33,9 @@ def main() -> None:
     step_dir = CheckpointManager(s.out_dir).step_dir(args.step)
     if not step_dir.exists():
         raise SystemExit(f"no saved step {args.step} in {s.out_dir} (looked for {step_dir})")
-    train, _ = _datasets(s, build_model(s).feature_cfg.sample_rate)
-    norm = norm_stats_from(train, LogMel(build_model(s).feature_cfg), s.data.norm_files, seed=s.train.seed)
+    features = build_model(s).feature_cfg
+    train, _ = _datasets(s.data, features.sample_rate, s.train.seed)
+    norm = norm_stats_from(train, LogMel(features), s.data.norm_files, seed=s.train.seed)
     model = build_model(s, norm)
     tensors, _ = CheckpointManager.load(step_dir)
     model.load_state_dict(tensors)

@@ -24,6 +24,7 @@ updates ring buffers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,8 @@ class MAEConcealer(StreamingConcealer):
             raise ValueError(f"lookahead must be >= 0 packets, got {lookahead}")
         self.cfg = cfg = config or ConcealerConfig()
         self.lookahead = int(lookahead)
-        self.model = (model or load_default_plc_model()).eval()
+        # Concealers only read the model, so those built by name share one loaded copy.
+        self.model = (model or _cached_default_model("cpu")).eval()
         if vocoder is None:
             # Measured on dev: phase-anchored Griffin-Lim (copy-synthesis PESQ-WB 3.16) beats the
             # CPU-trained neural vocoder (1.92), and shaping a pitch continuation with the MAE's
@@ -276,40 +278,27 @@ class GriffinLimRenderer:
 
     def __init__(self, features=None, n_iter: int = 24, momentum: float = 0.99) -> None:
         from audiomae.config import FeatureConfig
-        from audiomae.features import mel_filterbank
+        from audiomae.features import _padded_window
 
         self.feature_cfg = features or FeatureConfig()
         self.n_iter, self.momentum = n_iter, momentum
-        fb = mel_filterbank(self.feature_cfg).double()
-        self._pinv = torch.linalg.pinv(fb).float()
-        self._fb = fb.float()
+        self._window = _padded_window(self.feature_cfg)
 
     def render(
         self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
     ) -> np.ndarray:
         """Samples of frames ``[start, stop)``; ``audio`` is the received window (zeros where
         lost) and ``known`` marks frames computed from received audio only."""
-        return self._griffin_lim(mel, start, stop, audio, known, self._mel_magnitude(mel))
+        from audiomae.vocoder import mel_to_linear_power
 
-    def _mel_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
-        cfg = self.feature_cfg
-        target = mel.exp()
-        power = (self._pinv @ target).clamp_min(cfg.log_floor)
-        numer, gram = self._fb.T @ target, self._fb.T @ self._fb
-        for _ in range(10):  # a few non-negative least-squares refinements of the inversion
-            power = power * numer / (gram @ power).clamp_min(1e-12)
-        return power.sqrt()
+        magnitude = mel_to_linear_power(mel, self.feature_cfg, method="nnls", n_iter=10).sqrt()
+        return self._griffin_lim(mel, start, stop, audio, known, magnitude)
 
     def _stft(self, audio: np.ndarray, frames: int) -> torch.Tensor:
-        from audiomae.features import _padded_window
+        from audiomae.vocoder import _stft
 
-        cfg = self.feature_cfg
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
-        window = _padded_window(cfg)
-        spec = torch.stft(
-            x, cfg.n_fft, cfg.hop_length, window=window, center=True, pad_mode="constant", return_complex=True
-        )
-        return spec[..., :frames]
+        return _stft(x, self.feature_cfg, self._window)[..., :frames]
 
     def _griffin_lim(self, mel, start, stop, audio, known, magnitude, init_audio=None) -> np.ndarray:
         from audiomae.vocoder import griffin_lim
@@ -350,6 +339,9 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         self, features=None, n_iter: int = 8, momentum: float = 0.99, max_gain_db: float = 6.0
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
+        from audiomae.features import mel_filterbank
+
+        self._fb = mel_filterbank(self.feature_cfg)
         weights = self._fb / self._fb.sum(0, keepdim=True).clamp_min(1e-8)  # per-bin share of each mel band
         self._spread = weights.T  # (bins, mels): a band's gain applies to the bins it covers
         self._max_gain = 10 ** (max_gain_db / 10)
@@ -367,6 +359,11 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         )
         magnitude = guide_spec.abs() * (self._spread @ gain).sqrt()
         return self._griffin_lim(mel, start, stop, audio, known, magnitude, init_audio=guide)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_default_model(map_location: str) -> AudioMAE:
+    return load_default_plc_model(map_location)
 
 
 def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE:

@@ -211,8 +211,7 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
         raise ValueError(
             f"context of {s.context_packets} packets exceeds the model's {model.cfg.max_frames} frames"
         )
-    settings_for_data = _DataView(data, s.train)
-    train, val = _datasets(settings_for_data, model.feature_cfg.sample_rate)
+    train, val = _datasets(data, model.feature_cfg.sample_rate, s.train.seed)
     if not s.init:
         norm = norm_stats_from(train, LogMel(model.feature_cfg), data.norm_files, seed=s.train.seed)
         model = AudioMAE(model.cfg, features=model.feature_cfg, norm=norm)
@@ -229,10 +228,3 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
             extra={"plc": dataclasses.asdict(s.masks), "context_packets": s.context_packets, "init": s.init},
         )
     return result
-
-
-@dataclass(frozen=True)
-class _DataView:
-    # _datasets() reads .data and .train from pretraining settings; this is the same shape.
-    data: DataSettings
-    train: TrainConfig

@@ -227,10 +227,9 @@ class SyntheticSpeech(Dataset):
         return torch.from_numpy(x.astype(np.float32))
 
 
-def _datasets(s: PretrainSettings, sr: int) -> tuple[Dataset, Dataset]:
+def _datasets(d: DataSettings, sr: int, seed: int) -> tuple[Dataset, Dataset]:
     from audiomae.data import AudioDataset
 
-    d = s.data
     train_src = d.train
     if train_src != "synthetic" and not Path(train_src).exists():
         if not d.fallback_synthetic:
@@ -238,11 +237,10 @@ def _datasets(s: PretrainSettings, sr: int) -> tuple[Dataset, Dataset]:
         warnings.warn(f"{train_src} not found; pretraining on synthetic audio instead", stacklevel=2)
         train_src = "synthetic"
     if train_src == "synthetic":
-        seed = s.train.seed
         train = SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed)
         val = SyntheticSpeech(d.val_clips, d.clip_seconds, sr, seed=seed + 1, vary=False)
         return train, val
-    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=s.train.seed)
+    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed)
     if d.val is not None:
         train = AudioDataset(train_src, **common)
         val = AudioDataset(d.val, random_crop=False, **common)
@@ -299,7 +297,7 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
         torch.set_num_threads(s.threads)
     info = dist_utils.init_distributed()
     probe = build_model(s)
-    train, val = _datasets(s, probe.feature_cfg.sample_rate)
+    train, val = _datasets(s.data, probe.feature_cfg.sample_rate, s.train.seed)
     norm = norm_stats_from(train, LogMel(probe.feature_cfg), s.data.norm_files, seed=s.train.seed)
     torch.manual_seed(s.train.seed)
     model = build_model(s, norm)
