@@ -488,22 +488,14 @@ class FinetuneSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FinetuneSettings:
-        import dataclasses
-
         from audiomae.config import from_dict
         from audiomae.train import TrainConfig
 
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown fine-tune settings: {sorted(unknown)} (known: {sorted(known)})")
-        data = from_dict(FinetuneData, d.pop("data", {}) or {})
-        augment = from_dict(AugmentConfig, d.pop("augment", {}) or {})
-        train = from_dict(TrainConfig, d.pop("train", {}) or {})
-        model = dict(d.pop("model", {}) or {})
-        preset = model.pop("preset", d.pop("preset", "tiny"))
-        return cls(data=data, augment=augment, train=train, model=model, preset=preset, **d)
+        d["model"] = dict(d.get("model") or {})
+        d["preset"] = d["model"].pop("preset", d.get("preset", "tiny"))
+        sections = {"data": FinetuneData, "augment": AugmentConfig, "train": TrainConfig}
+        return from_dict(cls, d, sections, what="fine-tune settings")
 
 
 def load_labelled(data: FinetuneData, workdir: str | Path = ".") -> tuple[Any, Any]:

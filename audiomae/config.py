@@ -122,13 +122,25 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build ``cls`` from a dict, rejecting unknown keys with a clear message."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+def from_dict(
+    cls: type, data: dict[str, Any], sections: dict[str, type] | None = None, what: str | None = None
+) -> Any:
+    """Build the dataclass ``cls`` from a dict (e.g. parsed YAML), rejecting unknown keys with a
+    message naming ``what`` and the known keys. ``sections`` maps a field to the dataclass its
+    sub-dict builds (a missing, empty or null section gives that class's defaults). Lists given for
+    tuple-valued fields become tuples, so frozen settings stay hashable."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**data)
+        what = what or f"{cls.__name__} fields"
+        raise ValueError(f"unknown {what}: {sorted(unknown)} (known: {sorted(fields)})")
+    kwargs = {
+        name: tuple(value) if isinstance(value, list) and isinstance(fields[name].default, tuple) else value
+        for name, value in data.items()
+    }
+    for name, sub in (sections or {}).items():
+        kwargs[name] = from_dict(sub, data.get(name) or {})
+    return cls(**kwargs)
 
 
 __all__ = ["FeatureConfig", "ModelConfig", "PRESETS", "model_preset", "to_dict", "from_dict"]

@@ -177,18 +177,10 @@ class PLCSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PLCSettings:
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown PLC fine-tuning settings: {sorted(unknown)} (known: {sorted(known)})")
-        data = d.pop("data", {}) or {}
-        if isinstance(data, str):
-            data = {"train": data}
-        masks = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("masks", {}) or {}).items()}
-        train = from_dict(TrainConfig, d.pop("train", {}) or {})
-        return cls(
-            data=from_dict(DataSettings, data), masks=from_dict(PLCMaskSettings, masks), train=train, **d
-        )
+        if isinstance(d.get("data"), str):  # "data=PATH" shorthand
+            d["data"] = {"train": d["data"]}
+        sections = {"data": DataSettings, "masks": PLCMaskSettings, "train": TrainConfig}
+        return from_dict(cls, d, sections, what="PLC fine-tuning settings")
 
 
 def run_plc_finetune(s: PLCSettings, resume: bool = False):

@@ -182,17 +182,12 @@ class PretrainSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainSettings:
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown pretraining settings: {sorted(unknown)} (known: {sorted(known)})")
-        data = d.pop("data", {}) or {}
-        if isinstance(data, str):  # "data=PATH" shorthand
-            data = {"train": data}
-        model = dict(d.pop("model", {}) or {})
-        preset = model.pop("preset", d.pop("preset", "tiny"))
-        train = from_dict(TrainConfig, d.pop("train", {}) or {})
-        return cls(data=from_dict(DataSettings, data), preset=preset, model=model, train=train, **d)
+        if isinstance(d.get("data"), str):  # "data=PATH" shorthand
+            d["data"] = {"train": d["data"]}
+        d["model"] = dict(d.get("model") or {})
+        d["preset"] = d["model"].pop("preset", d.get("preset", "tiny"))
+        sections = {"data": DataSettings, "train": TrainConfig}
+        return from_dict(cls, d, sections, what="pretraining settings")
 
 
 class SyntheticSpeech(Dataset):
