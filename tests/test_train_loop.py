@@ -102,3 +102,16 @@ def test_factory_data_and_config_errors(tmp_path):
         TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match="too few"):
         fit(ToyTask(), ToyData(n=4), None, toy_config(), tmp_path / "x")
+
+
+def test_validation_does_not_depend_on_batching(tmp_path):
+    data = ToyData()
+    x, y = data.x[:12], data.y[:12]
+    results = []
+    for sizes in ([12], [8, 4], [3, 3, 3, 3], [11, 1]):
+        edges = torch.tensor(sizes).cumsum(0).tolist()
+        val = [(x[a:b], y[a:b]) for a, b in zip([0, *edges[:-1]], edges)]
+        task = ToyTask()
+        res = fit(task, data, val, toy_config(steps=2, eval_every=2), tmp_path / str(len(sizes) + sizes[0]))
+        results.append(res.val["loss"])
+    assert max(results) - min(results) < 1e-6 * max(results)

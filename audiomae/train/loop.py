@@ -174,6 +174,19 @@ def _resolve_device(cfg: TrainConfig, info: dist_utils.DistInfo) -> torch.device
     return torch.device(cfg.device)
 
 
+def _batch_len(batch: Any) -> int:
+    """Items in a batch: the leading size of its first tensor (1 when it holds none)."""
+    if torch.is_tensor(batch):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        for item in batch:
+            if torch.is_tensor(item) or isinstance(item, (tuple, list, dict)):
+                return _batch_len(item)
+    return 1
+
+
 def fit(
     task: Task,
     train_data: Dataset | Callable[[int], Iterable[Any]] | Iterable[Any],
@@ -284,13 +297,17 @@ def fit(
 
     def validate() -> dict[str, float]:
         model.eval()
+        # Batch means weighted by batch size: the figure does not depend on how items are batched.
         sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
         with torch.no_grad(), _autocast(cfg, device), averaged():
             for b in val_batches:
+                n = _batch_len(b)
                 for k, v in task.validation_step(to_device(b, device)).items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + n * float(v)
+                    weights[k] = weights.get(k, 0.0) + n
         model.train()
-        return {k: v / len(val_batches) for k, v in sums.items()}
+        return {k: v / weights[k] for k, v in sums.items()}
 
     from tqdm.auto import tqdm
 
