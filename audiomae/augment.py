@@ -27,7 +27,8 @@ class AugmentConfig:
     random crop length (None: no crop); ``mixup_alpha`` Beta(alpha, alpha) mixup (0: off);
     ``mask_time`` / ``mask_freq`` fractions of patch columns / rows hidden from the encoder;
     ``freq_warp`` maximum relative mel-axis stretch (:func:`freq_warp`); ``gain`` maximum level
-    offset in normalised log-mel units (:func:`random_gain`). The last two are off by default."""
+    offset in normalised log-mel units (:func:`random_gain`); ``time_stretch`` maximum relative
+    change of speaking rate (:func:`time_stretch`). The last three are off by default."""
 
     time_masks: int = 2
     time_width: int = 10
@@ -40,6 +41,7 @@ class AugmentConfig:
     mask_freq: float = 0.2
     freq_warp: float = 0.0
     gain: float = 0.0
+    time_stretch: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("time_masks", "time_width", "freq_masks", "freq_width", "max_shift"):
@@ -47,8 +49,11 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
-        if self.freq_warp < 0 or self.freq_warp >= 1 or self.gain < 0:
-            raise ValueError(f"need 0 <= freq_warp < 1 and gain >= 0, got {self.freq_warp}, {self.gain}")
+        if not (0 <= self.freq_warp < 1 and 0 <= self.time_stretch < 1) or self.gain < 0:
+            raise ValueError(
+                "need 0 <= freq_warp < 1, 0 <= time_stretch < 1 and gain >= 0, got "
+                f"{self.freq_warp}, {self.time_stretch}, {self.gain}"
+            )
         for name in ("mask_time", "mask_freq"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -148,6 +153,33 @@ def freq_warp(spec: torch.Tensor, max_warp: float, generator: torch.Generator | 
     return take(lo) * (1 - w) + take(hi) * w
 
 
+def time_stretch(
+    spec: torch.Tensor,
+    max_stretch: float,
+    fill: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Play each item faster or slower by a random factor in [1 - max_stretch, 1 + max_stretch]
+    about the clip's centre (linear interpolation between frames; frames pulled from outside the
+    clip get ``fill``, default the batch minimum, i.e. silence). Speaking rate is the other
+    thing besides the voice that differs between speakers."""
+    if max_stretch <= 0:
+        return spec
+    b, _, t = spec.shape
+    rate = 1.0 + (torch.rand(b, 1, generator=generator) * 2 - 1) * max_stretch
+    centre = (t - 1) / 2
+    src = centre + (torch.arange(t, dtype=torch.float32).unsqueeze(0) - centre) * rate  # (B, T)
+    valid = ((src >= 0) & (src <= t - 1)).to(spec.device)
+    src = src.clamp(0, t - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (src - lo.float()).to(spec.device, spec.dtype).unsqueeze(1)
+    take = lambda idx: torch.gather(spec, 2, idx.to(spec.device).unsqueeze(1).expand_as(spec))  # noqa: E731
+    out = take(lo) * (1 - w) + take(hi) * w
+    value = float(spec.min()) if fill is None else fill
+    return out.masked_fill(~valid.unsqueeze(1), value)
+
+
 def random_gain(
     spec: torch.Tensor, max_gain: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -184,12 +216,13 @@ def augment_batch(
     num_classes: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop, shift, frequency warp, gain, SpecAugment and mixup in that order. ``target``: (B,)
+    """Crop, shift, time stretch, frequency warp, gain, SpecAugment and mixup in that order. ``target``: (B,)
     class indices or (B, C) multi-hot; returned targets are (B, C) probabilities when mixup is
     on, else as given."""
     if cfg.crop_frames is not None:
         spec = random_crop(spec, cfg.crop_frames, generator)
     spec = random_shift(spec, cfg.max_shift, generator=generator)
+    spec = time_stretch(spec, cfg.time_stretch, generator=generator)
     spec = freq_warp(spec, cfg.freq_warp, generator=generator)
     spec = random_gain(spec, cfg.gain, generator=generator)
     spec = spec_augment(
@@ -218,6 +251,7 @@ __all__ = [
     "random_crop",
     "center_crop",
     "freq_warp",
+    "time_stretch",
     "random_gain",
     "mixup",
     "augment_batch",

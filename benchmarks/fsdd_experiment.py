@@ -80,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--freq-warp", type=float, default=0.12, help="max mel-axis stretch (speaker augmentation)"
     )
     p.add_argument("--gain", type=float, default=0.5, help="max level offset, normalised log-mel units")
+    p.add_argument("--time-stretch", type=float, default=0.0, help="max speaking-rate change")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes of --threads each)")
     p.add_argument("--threads", type=int, default=1)
@@ -132,6 +133,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         mixup_alpha=args.mixup,
         freq_warp=args.freq_warp,
         gain=args.gain,
+        time_stretch=args.time_stretch,
     )
     if setting == "probe":
         torch.manual_seed(args.seed)
@@ -318,7 +320,8 @@ def render_markdown(args, summary, folds, total, argv) -> str:
             f"fine-tune {args.lr_finetune:g} (layer decay {args.layer_decay:g}), probe {args.lr_probe:g}. "
             f"Clips resampled 8 -> 16 kHz, centred in {args.clip_seconds:g} s. Fine-tune and scratch use "
             f"SpecAugment (1 time band <= 6 frames, 1 mel band <= 8 bins), random shift <= 5 frames, "
-            f"mel-axis warp <= {args.freq_warp:g}, gain <= {args.gain:g}, and structured patch masking "
+            f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
+            f"gain <= {args.gain:g}, and structured patch masking "
             f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}. "
             "10% labels: 20 clips per digit, stratified.",
             "",

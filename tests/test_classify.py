@@ -269,3 +269,17 @@ def test_freq_warp_and_gain():
     offset = random_gain(spec, 0.5, generator=g) - spec
     assert offset.abs().max() <= 0.5
     torch.testing.assert_close(offset, offset[:, :1, :1].expand_as(offset))  # one level per item
+
+
+def test_time_stretch_keeps_centre_and_order():
+    from audiomae.augment import time_stretch
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.arange(21.0).view(1, 1, 21).expand(6, 4, 21).contiguous()
+    out = time_stretch(ramp, 0.3, fill=-1.0, generator=g)
+    assert out.shape == ramp.shape and not torch.allclose(out, ramp)
+    torch.testing.assert_close(out[:, :, 10], ramp[:, :, 10])  # the centre frame stays put
+    inside = out[:, 0] >= 0
+    steps = (out[:, 0, 1:] - out[:, 0, :-1])[inside[:, 1:] & inside[:, :-1]]
+    assert (steps > 0).all()  # time still runs forward, at a changed rate
+    assert torch.equal(time_stretch(ramp, 0.0), ramp)
