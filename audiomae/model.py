@@ -175,8 +175,22 @@ class AudioMAE(nn.Module):
         col = torch.arange(n, device=device) // self.cfg.grid_f
         return (col[:, None] - col[None, :]).abs() <= self.cfg.dec_window
 
-    def decode(self, latent: torch.Tensor, m: MaskResult, n: int) -> torch.Tensor:
-        """Scatter encoder outputs into a full sequence of mask tokens and predict every patch."""
+    def decoder_span(self, columns: tuple[int, int], grid_t: int) -> tuple[int, int]:
+        """Patch columns the decoder must run on to predict ``columns`` (start, stop) exactly:
+        with local attention of +-w columns, each decoder layer widens the span by w on both
+        sides; with full attention it is every column."""
+        w = self.cfg.dec_window
+        if w is None:
+            return 0, grid_t
+        reach = w * self.cfg.dec_depth
+        return max(0, columns[0] - reach), min(grid_t, columns[1] + reach)
+
+    def decode(
+        self, latent: torch.Tensor, m: MaskResult, n: int, columns: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Scatter encoder outputs into a full sequence of mask tokens and predict every patch,
+        or only the patches of patch columns ``columns`` = (start, stop): the decoder then runs
+        on :meth:`decoder_span` of them, which gives the same predictions for less compute."""
         b = latent.shape[0]
         x = self.dec_embed(latent)
         full = self.mask_token.expand(b, n + 1, -1).clone()
@@ -184,10 +198,16 @@ class AudioMAE(nn.Module):
         idx = torch.where(m.keep_valid, m.keep_idx, torch.full_like(m.keep_idx, n))
         full = full.scatter(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)[:, :n]
         x = full + self.dec_pos[:n]
-        attn_mask = self._local_mask(n, x.device)
+        gf = self.cfg.grid_f
+        lo, hi = (0, n // gf) if columns is None else self.decoder_span(columns, n // gf)
+        x = x[:, lo * gf : hi * gf]
+        attn_mask = self._local_mask(x.shape[1], x.device)
         for blk in self.decoder:
             x = blk(x, attn_mask)
-        return self.dec_pred(self.dec_norm(x))
+        pred = self.dec_pred(self.dec_norm(x))
+        if columns is None:
+            return pred
+        return pred[:, (columns[0] - lo) * gf : (columns[1] - lo) * gf]
 
     def forward(self, spec: torch.Tensor, mask: MaskResult, target: torch.Tensor | None = None) -> MAEOutput:
         """``spec``: normalised log-mel (B, F, T). Loss is the MSE on masked patches only.
@@ -216,13 +236,30 @@ class AudioMAE(nn.Module):
         loss = (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
         return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
 
-    def reconstruct(self, spec: torch.Tensor, mask: MaskResult) -> torch.Tensor:
+    def reconstruct(
+        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Spectrogram ``(B, F, T)`` with masked patches replaced by predictions (normalised domain).
 
+        ``columns`` = (start, stop) patch columns: predict only those (exactly the same values,
+        cheaper with a local-attention decoder); masked patches elsewhere keep the input's values.
         Only meaningful without ``norm_pix_loss`` (predictions are then absolute values)."""
-        out = self.forward(spec, mask)
+        if columns is None:
+            out = self.forward(spec, mask)
+            patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+            merged = torch.where(out.mask.unsqueeze(-1), out.pred, patches)
+            return unpatchify(merged, self.cfg.n_mels, self.cfg.patch_f, self.cfg.patch_t)
+        grid_t, gf = self.grid(spec)
+        if not 0 <= columns[0] < columns[1] <= grid_t:
+            raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
         patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
-        merged = torch.where(out.mask.unsqueeze(-1), out.pred, patches)
+        if mask.mask.shape != patches.shape[:2]:
+            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
+        latent, _ = self._encode_visible(patches, mask)
+        pred = self.decode(latent, mask, patches.shape[1], columns)
+        part = slice(columns[0] * gf, columns[1] * gf)
+        merged = patches.clone()
+        merged[:, part] = torch.where(mask.mask[:, part].unsqueeze(-1), pred, patches[:, part])
         return unpatchify(merged, self.cfg.n_mels, self.cfg.patch_f, self.cfg.patch_t)
 
     def num_params(self) -> int:

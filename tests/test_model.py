@@ -106,3 +106,26 @@ def test_featurize_trims_to_whole_columns(voiced_signal):
     model = AudioMAE(small_cfg(max_frames=128))
     spec = model.featurize(torch.from_numpy(voiced_signal[:8000]).unsqueeze(0))
     assert spec.shape[1] == 80 and spec.shape[2] % 2 == 0
+
+
+@pytest.mark.parametrize("dec_window", [None, 2])
+def test_reconstruct_selected_columns_matches_full(dec_window):
+    torch.manual_seed(0)
+    model = AudioMAE(
+        ModelConfig(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=2, dec_heads=2,
+                    dec_window=dec_window)
+    ).eval()  # fmt: skip
+    spec = torch.randn(2, 80, 40)  # 20 patch columns
+    lost = torch.zeros(2, 20, dtype=torch.bool)
+    lost[0, [3, 11, 12, 18]] = True
+    lost[1, 9:14] = True
+    mask = packet_loss_mask(lost, model.cfg.grid_f)
+    with torch.no_grad():
+        full = model.reconstruct(spec, mask)
+        part = model.reconstruct(spec, mask, columns=(10, 13))
+    torch.testing.assert_close(part[..., 20:26], full[..., 20:26], atol=1e-5, rtol=1e-5)
+    assert torch.equal(part[0, :, 6:8], spec[0, :, 6:8])  # a lost column outside the span is not filled
+    if dec_window is not None:
+        assert model.decoder_span((10, 13), 20) == (6, 17)  # 2 layers x +-2 columns
+    with pytest.raises(ValueError, match="columns"):
+        model.reconstruct(spec, mask, columns=(15, 25))

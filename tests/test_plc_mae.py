@@ -148,3 +148,12 @@ def test_registry_names(parts):
     model, vocoder = parts
     c = make_concealer("mae-la1", model=model, vocoder=vocoder, config=ConcealerConfig(context_packets=12))
     assert isinstance(c, MAEConcealer) and c.lookahead == 1
+
+
+def test_top_level_api_is_the_offline_concealer():
+    import audiomae
+    from audiomae.plc import conceal
+
+    assert audiomae.conceal is conceal and "conceal" in dir(audiomae)
+    with pytest.raises(AttributeError, match="no attribute"):
+        audiomae.not_a_thing  # noqa: B018

@@ -206,14 +206,15 @@ class MAEConcealer(StreamingConcealer):
         zeros = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
         wave = np.concatenate([self._hist, zeros] + [zeros if p is None else p for p in after])
         lost = np.concatenate([self._hist_lost, [True], [p is None for p in after]])
-        filled = self.predict_logmel(wave, lost)
         # Frames of the target packet start after the history columns.
         fpp = self._frames_per_packet
         first = len(self._hist_lost) * fpp
         left = min(cfg.vocoder_context, first)
         stop = first + fpp + 1  # one frame past the packet gives the cross-fade tail
-        right = min(filled.shape[-1], stop + fpp)
+        right = min(len(lost) * fpp, stop + fpp)
         frames = slice(first - left, right)
+        # Only the rendered frames' columns are predicted (the decoder skips the rest).
+        filled = self.predict_logmel(wave, lost, columns=(frames.start // fpp, -(-right // fpp)))
         hop = self.model.feature_cfg.hop_length
         known = _known_frames(lost, fpp)[frames]
         segment = wave[frames.start * hop : right * hop]
@@ -231,14 +232,17 @@ class MAEConcealer(StreamingConcealer):
         )
         return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32)
 
-    def predict_logmel(self, wave: np.ndarray, lost: np.ndarray) -> torch.Tensor:
-        """Log-mel ``(1, F, T)`` of a window with every lost column filled in by the MAE."""
+    def predict_logmel(
+        self, wave: np.ndarray, lost: np.ndarray, columns: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Log-mel ``(1, F, T)`` of a window with the lost columns filled in by the MAE (only
+        those in ``columns`` = (start, stop) when given)."""
         lost = lost.copy()
         if lost.all():
             lost[0] = False  # nothing received in the window: let the MAE see (silent) history
         spec = self._spectrogram(torch.from_numpy(wave))
         mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
-        return self.model.norm.denormalize(self.model.reconstruct(spec, mask))
+        return self.model.norm.denormalize(self.model.reconstruct(spec, mask, columns))
 
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
