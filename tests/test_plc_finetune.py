@@ -2,7 +2,13 @@ import numpy as np
 import torch
 
 from audiomae.model import AudioMAE
-from audiomae.train.plc import PLCFinetuneTask, PLCSettings, run_plc_finetune, validation_seeds
+from audiomae.train.plc import (
+    PLCFinetuneTask,
+    PLCSettings,
+    evaluate_plc,
+    run_plc_finetune,
+    validation_seeds,
+)
 
 TINY = dict(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
 
@@ -16,6 +22,11 @@ def test_validation_masks_follow_the_clip_not_the_batch():
     assert torch.equal(whole.mask[2:], half.mask)
     assert torch.equal(whole.mask, reordered.mask.flip(0))
     assert len(set(validation_seeds(waves))) == 4  # different clips, different patterns
+    whole_fig = task.validation_step(waves)
+    parts = [task.validation_step(waves[:1]), task.validation_step(waves[1:])]
+    for key in ("loss", "repeat_baseline"):
+        combined = (parts[0][key] + 3 * parts[1][key]) / 4
+        assert abs(combined - whole_fig[key]) < 1e-5 * whole_fig[key]
     # Training draws stay one generator per batch, seeded by step.
     _, _, a = task.prepare(waves, 5)
     _, _, b = task.prepare(waves, 5)
@@ -44,3 +55,6 @@ def test_plc_finetune_learns_and_exports(tmp_path):
     assert np.isfinite(res.val["loss"]) and res.val["repeat_baseline"] > 0
     model = AudioMAE.from_pretrained(tmp_path / "export")
     assert model.cfg.enc_dim == 32 and model.cfg.norm_pix_loss is False
+    # The stand-alone evaluation reproduces the loop's final validation of the exported model.
+    again = evaluate_plc(tmp_path / "export", s)
+    assert abs(again["loss"] - res.val["loss"]) < 1e-4 * res.val["loss"]
