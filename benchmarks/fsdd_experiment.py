@@ -137,7 +137,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     )
     if setting == "probe":
         torch.manual_seed(args.seed)
-        model = AudioClassifier(pretrained, 10, mode="linear_probe")
+        model = AudioClassifier(pretrained, _STATE["n_classes"], mode="linear_probe")
         task = ClassificationTask(model, seed=args.seed, pooled_inputs=True)
         feats = _STATE["probe_feats"]
         ds = torch.utils.data.TensorDataset(feats[tr_idx], y[tr_idx])
@@ -147,7 +147,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
             logits = model.head_logits(feats[te_idx])
         pred = logits.argmax(-1)
         acc = float((pred == y[te_idx]).float().mean())
-        conf = np.zeros((10, 10), dtype=int)
+        conf = np.zeros((_STATE["n_classes"],) * 2, dtype=int)
         np.add.at(conf, (y[te_idx].numpy(), pred.numpy()), 1)
         return acc, conf, time.perf_counter() - t0
     if setting == "scratch":
@@ -160,7 +160,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         lr = args.lr_finetune
     spec = fit_spectrogram(raw, encoder)
     torch.manual_seed(args.seed)
-    model = AudioClassifier(encoder, 10, mode="finetune")
+    model = AudioClassifier(encoder, _STATE["n_classes"], mode="finetune")
     task = ClassificationTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
@@ -244,9 +244,9 @@ def main(argv=None) -> dict:
     confusions: dict[str, np.ndarray] = {}
     if "probe" in args.settings:
         # The frozen encoder's pooled features are the same for every fold: compute them once.
-        probe = AudioClassifier(pretrained, 10, mode="linear_probe")
+        probe = AudioClassifier(pretrained, len(full.classes), mode="linear_probe")
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
-    _STATE.update(args=args, pretrained=pretrained, raw=raw, y=y, full=full)
+    _STATE.update(args=args, pretrained=pretrained, raw=raw, y=y, full=full, n_classes=len(full.classes))
     plan = [(s, f, spk) for s in args.settings for f in args.fractions for spk in folds]
     # Heavy runs first so that parallel workers finish together.
     plan.sort(key=lambda p: (p[0] == "probe", -p[1]))
@@ -323,7 +323,7 @@ def render_markdown(args, summary, folds, total, argv) -> str:
             f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
             f"gain <= {args.gain:g}, and structured patch masking "
             f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}. "
-            "10% labels: 20 clips per digit, stratified.",
+            "Label fractions below 100% are drawn stratified per class.",
             "",
             *lines,
             "",
