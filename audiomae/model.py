@@ -209,18 +209,25 @@ class AudioMAE(nn.Module):
             return pred
         return pred[:, (columns[0] - lo) * gf : (columns[1] - lo) * gf]
 
+    def _predict(
+        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patches of ``spec``, predictions for every patch or for patch columns ``columns``)."""
+        grid_t, _ = self.grid(spec)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        if mask.mask.shape != patches.shape[:2]:
+            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
+        if columns is not None and not 0 <= columns[0] < columns[1] <= grid_t:
+            raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
+        latent, _ = self._encode_visible(patches, mask)
+        return patches, self.decode(latent, mask, patches.shape[1], columns)
+
     def forward(self, spec: torch.Tensor, mask: MaskResult, target: torch.Tensor | None = None) -> MAEOutput:
         """``spec``: normalised log-mel (B, F, T). Loss is the MSE on masked patches only.
 
         ``target`` (B, F, T), default ``spec``: what masked patches should be. PLC fine-tuning
         feeds features of the lossy signal as ``spec`` and the clean signal as ``target``."""
-        self.grid(spec)
-        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
-        n = patches.shape[1]
-        if mask.mask.shape != patches.shape[:2]:
-            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
-        latent, _ = self._encode_visible(patches, mask)
-        pred = self.decode(latent, mask, n)
+        patches, pred = self._predict(spec, mask)
         if target is None:
             target = patches
         else:
@@ -244,20 +251,10 @@ class AudioMAE(nn.Module):
         ``columns`` = (start, stop) patch columns: predict only those (exactly the same values,
         cheaper with a local-attention decoder); masked patches elsewhere keep the input's values.
         Only meaningful without ``norm_pix_loss`` (predictions are then absolute values)."""
-        if columns is None:
-            out = self.forward(spec, mask)
-            patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
-            merged = torch.where(out.mask.unsqueeze(-1), out.pred, patches)
-            return unpatchify(merged, self.cfg.n_mels, self.cfg.patch_f, self.cfg.patch_t)
-        grid_t, gf = self.grid(spec)
-        if not 0 <= columns[0] < columns[1] <= grid_t:
-            raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
-        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
-        if mask.mask.shape != patches.shape[:2]:
-            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
-        latent, _ = self._encode_visible(patches, mask)
-        pred = self.decode(latent, mask, patches.shape[1], columns)
-        part = slice(columns[0] * gf, columns[1] * gf)
+        patches, pred = self._predict(spec, mask, columns)
+        gf = self.cfg.grid_f
+        lo, hi = columns if columns is not None else (0, patches.shape[1] // gf)
+        part = slice(lo * gf, hi * gf)
         merged = patches.clone()
         merged[:, part] = torch.where(mask.mask[:, part].unsqueeze(-1), pred, patches[:, part])
         return unpatchify(merged, self.cfg.n_mels, self.cfg.patch_f, self.cfg.patch_t)

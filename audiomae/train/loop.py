@@ -187,6 +187,20 @@ def _batch_len(batch: Any) -> int:
     return 1
 
 
+@torch.no_grad()
+def validation_metrics(task: Any, batches: Any, device: torch.device | str = "cpu") -> dict[str, float]:
+    """``task.validation_step`` over ``batches``, each metric averaged over items (batch means
+    weighted by batch size, so the figure does not depend on how the items are batched)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for b in batches:
+        n = _batch_len(b)
+        for k, v in task.validation_step(to_device(b, torch.device(device))).items():
+            sums[k] = sums.get(k, 0.0) + n * float(v)
+            weights[k] = weights.get(k, 0.0) + n
+    return {k: v / weights[k] for k, v in sums.items()}
+
+
 def fit(
     task: Task,
     train_data: Dataset | Callable[[int], Iterable[Any]] | Iterable[Any],
@@ -297,17 +311,10 @@ def fit(
 
     def validate() -> dict[str, float]:
         model.eval()
-        # Batch means weighted by batch size: the figure does not depend on how items are batched.
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}
-        with torch.no_grad(), _autocast(cfg, device), averaged():
-            for b in val_batches:
-                n = _batch_len(b)
-                for k, v in task.validation_step(to_device(b, device)).items():
-                    sums[k] = sums.get(k, 0.0) + n * float(v)
-                    weights[k] = weights.get(k, 0.0) + n
+        with _autocast(cfg, device), averaged():
+            out = validation_metrics(task, val_batches, device)
         model.train()
-        return {k: v / weights[k] for k, v in sums.items()}
+        return out
 
     from tqdm.auto import tqdm
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiomae.audio import SAMPLES_PER_PACKET
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
 from audiomae.config import from_dict
 from audiomae.features import LogMel, patchify, unpatchify
 from audiomae.loss_models import gilbert_elliott
@@ -32,7 +32,14 @@ from audiomae.masking import MaskResult, packet_loss_mask
 from audiomae.model import AudioMAE
 from audiomae.train import distributed as dist_utils
 from audiomae.train.config import TrainConfig
-from audiomae.train.pretrain import DataSettings, _datasets, _val_batches, derive_seed, save_spectrogram_plot
+from audiomae.train.pretrain import (
+    DataSettings,
+    _datasets,
+    _val_batches,
+    _val_dataset,
+    derive_seed,
+    save_spectrogram_plot,
+)
 
 VAL_SEED = 777
 
@@ -216,6 +223,11 @@ class PLCSettings:
         return from_dict(cls, d, sections, what="PLC fine-tuning settings")
 
 
+def _window_data(s: PLCSettings) -> DataSettings:
+    """The data settings with clips cut to the PLC window (``context_packets`` packets)."""
+    return dataclasses.replace(s.data, clip_seconds=s.context_packets * SAMPLES_PER_PACKET / SAMPLE_RATE)
+
+
 def run_plc_finetune(s: PLCSettings, resume: bool = False):
     """Fine-tune (or train from scratch) an AudioMAE for PLC; returns the TrainResult."""
     from audiomae.train.loop import fit
@@ -224,8 +236,7 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
     if s.threads:
         torch.set_num_threads(s.threads)
     info = dist_utils.init_distributed()
-    clip_seconds = s.context_packets * SAMPLES_PER_PACKET / 16000
-    data = dataclasses.replace(s.data, clip_seconds=clip_seconds)
+    data = _window_data(s)
     if s.init:
         model = AudioMAE.from_pretrained(s.init)
         model.train()
@@ -254,19 +265,13 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
     return result
 
 
-@torch.no_grad()
 def evaluate_plc(model_dir: str | os.PathLike, s: PLCSettings) -> dict[str, float]:
     """Validation figures of a PLC model on ``s``'s validation clips (the recipe's windows and
     per-clip loss patterns): masked-column MSE and the repeat-last-column baseline."""
+    from audiomae.train.loop import validation_metrics
+
     model = AudioMAE.from_pretrained(model_dir).eval()
-    clip_seconds = s.context_packets * SAMPLES_PER_PACKET / model.feature_cfg.sample_rate
-    data = dataclasses.replace(s.data, clip_seconds=clip_seconds)
-    _, val = _datasets(data, model.feature_cfg.sample_rate, s.train.seed)
+    data = _window_data(s)
+    val = _val_dataset(data, model.feature_cfg.sample_rate, s.train.seed)
     task = PLCFinetuneTask(model, s.masks, seed=s.train.seed)
-    sums: dict[str, float] = {}
-    batches = _val_batches(val, data.val_clips, s.train.batch_size)
-    for b in batches:
-        for k, v in task.validation_step(b).items():
-            sums[k] = sums.get(k, 0.0) + v * len(b)
-    n = sum(len(b) for b in batches)
-    return {k: v / n for k, v in sums.items()}
+    return validation_metrics(task, _val_batches(val, data.val_clips, s.train.batch_size))

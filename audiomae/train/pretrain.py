@@ -222,28 +222,40 @@ class SyntheticSpeech(Dataset):
         return torch.from_numpy(x.astype(np.float32))
 
 
+def _train_source(d: DataSettings) -> str:
+    """The training folder, or "synthetic" (asked for, or standing in for a missing folder)."""
+    if d.train != "synthetic" and not Path(d.train).exists():
+        if not d.fallback_synthetic:
+            raise FileNotFoundError(f"training data not found: {d.train}")
+        warnings.warn(f"{d.train} not found; pretraining on synthetic audio instead", stacklevel=3)
+        return "synthetic"
+    return d.train
+
+
+def _val_dataset(d: DataSettings, sr: int, seed: int, train_src: str | None = None) -> Dataset:
+    """The validation clips alone (no training audio is read)."""
+    from audiomae.data import AudioDataset
+
+    train_src = train_src or _train_source(d)
+    if train_src == "synthetic":
+        return SyntheticSpeech(d.val_clips, d.clip_seconds, sr, seed=seed + 1, vary=False)
+    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed, random_crop=False)
+    if d.val is not None:
+        return AudioDataset(d.val, **common)
+    return AudioDataset(train_src, split="val", val_fraction=d.val_fraction, **common)
+
+
 def _datasets(d: DataSettings, sr: int, seed: int) -> tuple[Dataset, Dataset]:
     from audiomae.data import AudioDataset
 
-    train_src = d.train
-    if train_src != "synthetic" and not Path(train_src).exists():
-        if not d.fallback_synthetic:
-            raise FileNotFoundError(f"training data not found: {train_src}")
-        warnings.warn(f"{train_src} not found; pretraining on synthetic audio instead", stacklevel=2)
-        train_src = "synthetic"
+    train_src = _train_source(d)
+    val = _val_dataset(d, sr, seed, train_src)
     if train_src == "synthetic":
-        train = SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed)
-        val = SyntheticSpeech(d.val_clips, d.clip_seconds, sr, seed=seed + 1, vary=False)
-        return train, val
+        return SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed), val
     common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed)
     if d.val is not None:
-        train = AudioDataset(train_src, **common)
-        val = AudioDataset(d.val, random_crop=False, **common)
-    else:
-        split = dict(val_fraction=d.val_fraction)
-        train = AudioDataset(train_src, split="train", **split, **common)
-        val = AudioDataset(train_src, split="val", random_crop=False, **split, **common)
-    return train, val
+        return AudioDataset(train_src, **common), val
+    return AudioDataset(train_src, split="train", val_fraction=d.val_fraction, **common), val
 
 
 def norm_stats_from(dataset: Dataset, frontend: LogMel, max_files: int, seed: int = 0) -> NormStats:
