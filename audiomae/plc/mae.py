@@ -67,14 +67,6 @@ def _ramp(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
 
 
-def pitch_continuation(history: np.ndarray, n: int, find_pitch) -> np.ndarray:
-    """Repeat the last pitch period of ``history`` for ``n`` samples (phase-continuous)."""
-    period = int(find_pitch(history))
-    cycle = history[-period:]
-    reps = int(np.ceil(n / period))
-    return np.tile(cycle, reps)[:n].astype(np.float32)
-
-
 class MAEConcealer(StreamingConcealer):
     """Packet-loss concealment with an Audio-MAE and a log-mel renderer.
 
@@ -137,6 +129,7 @@ class MAEConcealer(StreamingConcealer):
         self._hist = np.zeros(n_hist * SAMPLES_PER_PACKET, dtype=np.float32)  # received audio, lost = 0
         self._hist_lost = np.zeros(n_hist, dtype=bool)
         self._played = np.zeros(self._pitch_history, dtype=np.float32)  # what the listener heard
+        self._cycle: np.ndarray | None = None  # last pitch period of _played, found on demand
         self._tail: np.ndarray | None = None
         self._burst = 0
         self._levels: list[float] = []
@@ -148,9 +141,17 @@ class MAEConcealer(StreamingConcealer):
         )
         self._hist_lost = np.append(self._hist_lost[1:], received is None)
         self._played = np.concatenate([self._played[SAMPLES_PER_PACKET:], played])
+        self._cycle = None
         if received is not None:
             self._levels.append(float(np.sqrt(np.mean(received.astype(np.float64) ** 2)) + 1e-9))
             del self._levels[:-150]  # the last 3 s
+
+    def _continuation(self, n: int) -> np.ndarray:
+        """``n`` samples repeating the last pitch period of what was played (phase-continuous).
+        The pitch search runs at most once per packet however many callers want it."""
+        if self._cycle is None:
+            self._cycle = self._played[-int(self._find_pitch(self._played)) :]
+        return np.resize(self._cycle, n)
 
     def _background_level(self) -> float:
         if not self._levels:
@@ -184,7 +185,7 @@ class MAEConcealer(StreamingConcealer):
         if self._tail is not None:  # inside a burst: continue from the previous rendering's tail
             start = self._tail[:fade]
         else:  # burst start: continue the played waveform's pitch, then hand over to the vocoder
-            start = pitch_continuation(self._played, fade, self._find_pitch)
+            start = self._continuation(fade)
         out[:fade] = start * (1 - r) + out[:fade] * r
         self._tail = tail
         self._remember(None, out)
@@ -224,7 +225,7 @@ class MAEConcealer(StreamingConcealer):
         gap = (first - frames.start) * hop
         guide[gap:] = np.where(
             np.repeat(lost[len(self._hist_lost) :], SAMPLES_PER_PACKET)[: guide.size - gap],
-            pitch_continuation(self._played, guide.size - gap, self._find_pitch),
+            self._continuation(guide.size - gap),
             guide[gap:],
         )
         audio = self.renderer.render(
