@@ -157,3 +157,56 @@ def test_top_level_api_is_the_offline_concealer():
     assert audiomae.conceal is conceal and "conceal" in dir(audiomae)
     with pytest.raises(AttributeError, match="no attribute"):
         audiomae.not_a_thing  # noqa: B018
+
+
+def _glide(n: int, f0: float = 140.0, f1: float = 155.0, sr: int = 16000) -> np.ndarray:
+    """Harmonic tone whose pitch glides from f0 to f1 over ``n`` samples (phase-continuous)."""
+    f = np.linspace(f0, f1, n)
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    return (0.3 * sum(np.sin(k * phase) / k for k in range(1, 8))).astype(np.float32)
+
+
+def test_bridge_lands_in_phase_with_the_audio_after_the_gap(parts):
+    x = _glide(4000)
+    t = 3000  # played up to t, lose [t, t + P), receive from t + P
+    c = make(parts, lookahead=1)
+    c._played = x[t - c._pitch_history : t].copy()
+    bridge = c._bridge(P, x[t + P : t + 2 * P])
+    assert bridge is not None and bridge.shape == (P,)
+    plain = c._continuation(2 * P)
+    truth, after = x[t : t + P], x[t + P : t + 2 * P]
+    # The plain repetition of the last period drifts out of phase with the gliding pitch; the
+    # bridge is read slightly faster so that it meets the received audio where it resumes.
+    assert np.mean((bridge - truth) ** 2) < 0.7 * np.mean((plain[:P] - truth) ** 2)
+    seam = abs(float(bridge[-1]) - float(after[0]))
+    step = np.abs(np.diff(x)).max()
+    assert seam < 2 * step
+    assert abs(float(bridge[0]) - float(x[t])) < 2 * step  # and starts where the played audio ends
+
+
+def test_bridge_follows_the_level_and_gives_up_on_noise(parts):
+    x = _glide(4000, 140.0, 140.0)
+    t = 3000
+    c = make(parts, lookahead=1)
+    c._played = x[t - c._pitch_history : t].copy()
+    louder = 2.0 * x[t + P : t + 2 * P]
+    bridge = c._bridge(P, louder)
+    rms = lambda a: float(np.sqrt(np.mean(a**2)))  # noqa: E731
+    assert 1.6 < rms(bridge[-80:]) / rms(bridge[:80]) < 2.2
+    c._cycle = None
+    noise = np.random.default_rng(0).standard_normal(P).astype(np.float32) * 0.1
+    assert c._bridge(P, noise) is None  # nothing periodic to land on: keep the plain continuation
+
+
+def test_lookahead_bridge_changes_only_gaps_that_end_in_view(parts):
+    x = voiced(1.0)
+    lost = np.zeros(len(x) // P, bool)
+    lost[[10, 20, 21, 30, 31, 32, 33, 34, 35]] = True
+    lossy = x.copy()
+    for i in np.flatnonzero(lost):
+        lossy[i * P : (i + 1) * P] = 0
+    on = conceal(lossy, lost, make(parts, lookahead=1))
+    off = conceal(lossy, lost, make(parts, lookahead=1, bridge=False))
+    err = lambda y, i: float(np.mean((y[i * P : (i + 2) * P] - x[i * P : (i + 2) * P]) ** 2))  # noqa: E731
+    assert err(on, 10) < err(off, 10)  # single loss, next packet seen: bridged
+    np.testing.assert_array_equal(on[30 * P : 34 * P], off[30 * P : 34 * P])  # end not in view yet

@@ -52,6 +52,12 @@ class ConcealerConfig:
     fade_packets: int = 2  # packets over which a long burst fades into comfort noise
     comfort_noise: bool = True
     noise_seed: int = 0
+    # With lookahead, a gap whose end is already received is bridged: the pitch continuation
+    # is time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio
+    # after the gap, and its level moves to that audio's, instead of fading into a cross-fade.
+    bridge: bool = True
+    bridge_warp: float = 0.15
+    bridge_min_corr: float = 0.5  # needs this normalised correlation with the audio after the gap
 
     def __post_init__(self) -> None:
         if self.context_packets < 4:
@@ -60,6 +66,11 @@ class ConcealerConfig:
             raise ValueError(f"fade must be in (0, {SAMPLES_PER_PACKET // 2}] samples, got {self.fade}")
         if self.fade_packets < 1 or self.full_level_packets < 0:
             raise ValueError("fade_packets must be >= 1 and full_level_packets >= 0")
+        if not (0 <= self.bridge_warp < 1 and -1 <= self.bridge_min_corr <= 1):
+            raise ValueError(
+                f"need 0 <= bridge_warp < 1 and -1 <= bridge_min_corr <= 1, got "
+                f"{self.bridge_warp}, {self.bridge_min_corr}"
+            )
 
 
 def _ramp(n: int) -> np.ndarray:
@@ -131,6 +142,7 @@ class MAEConcealer(StreamingConcealer):
         self._played = np.zeros(self._pitch_history, dtype=np.float32)  # what the listener heard
         self._cycle: np.ndarray | None = None  # last pitch period of _played, found on demand
         self._tail: np.ndarray | None = None
+        self._lead: np.ndarray | None = None  # this packet's bridge, when there is one
         self._burst = 0
         self._levels: list[float] = []
         self._rng = np.random.default_rng(self.cfg.noise_seed)
@@ -146,12 +158,42 @@ class MAEConcealer(StreamingConcealer):
             self._levels.append(float(np.sqrt(np.mean(received.astype(np.float64) ** 2)) + 1e-9))
             del self._levels[:-150]  # the last 3 s
 
-    def _continuation(self, n: int) -> np.ndarray:
-        """``n`` samples repeating the last pitch period of what was played (phase-continuous).
-        The pitch search runs at most once per packet however many callers want it."""
+    def _last_cycle(self) -> np.ndarray:
+        """The last pitch period of what was played. The pitch search runs at most once per
+        packet however many callers want it."""
         if self._cycle is None:
             self._cycle = self._played[-int(self._find_pitch(self._played)) :]
-        return np.resize(self._cycle, n)
+        return self._cycle
+
+    def _continuation(self, n: int) -> np.ndarray:
+        """``n`` samples repeating the last pitch period of what was played (phase-continuous)."""
+        return np.resize(self._last_cycle(), n)
+
+    def _bridge(self, n: int, after: np.ndarray) -> np.ndarray | None:
+        """``n`` samples that continue the played audio's last pitch period and arrive in phase
+        with ``after`` (the received audio that follows them), or None where ``after`` does not
+        continue that period (unvoiced, pitch jump, silence).
+
+        The continuation is read at a constant rate ``(n + d) / n`` with the shift ``d`` (at most
+        ``bridge_warp * n`` and half a period) that best lines its extension up with ``after``,
+        and its level moves linearly from the last period's to ``after``'s."""
+        cycle = self._last_cycle()
+        period = cycle.size
+        reach = min(period // 2, int(self.cfg.bridge_warp * n))
+        m = min(after.size, 2 * period)
+        ref = after[:m].astype(np.float64)
+        ext = np.resize(cycle, n + reach + m).astype(np.float64)
+        views = np.lib.stride_tricks.sliding_window_view(ext[n - reach :], m)  # shifts -reach..reach
+        energy = np.sqrt(np.einsum("ij,ij->i", views, views) * float(ref @ ref)) + 1e-12
+        corr = views @ ref / energy
+        best = int(np.argmax(corr))
+        if corr[best] < self.cfg.bridge_min_corr:
+            return None
+        d = best - reach
+        warped = np.interp(np.arange(n) * (n + d) / n, np.arange(ext.size), ext)
+        ratio = np.sqrt(float(ref @ ref) / m) / (np.sqrt(float(np.mean(cycle.astype(np.float64) ** 2))) + 1e-9)
+        envelope = np.linspace(1.0, float(np.clip(ratio, 0.25, 4.0)), n, endpoint=False)
+        return (warped * envelope).astype(np.float32)
 
     def _background_level(self) -> float:
         if not self._levels:
@@ -173,8 +215,11 @@ class MAEConcealer(StreamingConcealer):
             return out
 
         self._burst += 1
+        self._lead = None
         rendered = self._render(window)  # (SAMPLES_PER_PACKET + fade,)
         gains = self._burst_gains()
+        if self._lead is not None:  # bridged to received audio: no fade towards comfort noise
+            gains = np.ones_like(gains)
         rendered = rendered * gains
         if self.cfg.comfort_noise:
             level = self._background_level()
@@ -185,7 +230,7 @@ class MAEConcealer(StreamingConcealer):
         if self._tail is not None:  # inside a burst: continue from the previous rendering's tail
             start = self._tail[:fade]
         else:  # burst start: continue the played waveform's pitch, then hand over to the vocoder
-            start = self._continuation(fade)
+            start = self._continuation(fade) if self._lead is None else self._lead[:fade]
         out[:fade] = start * (1 - r) + out[:fade] * r
         self._tail = tail
         self._remember(None, out)
@@ -228,6 +273,14 @@ class MAEConcealer(StreamingConcealer):
             self._continuation(guide.size - gap),
             guide[gap:],
         )
+        if self.lookahead and cfg.bridge:
+            # The first received packet in the lookahead ends the gap: bridge to it.
+            k = next((i for i, p in enumerate(after) if p is not None), None)
+            bridge = None if k is None else self._bridge((k + 1) * SAMPLES_PER_PACKET, after[k])
+            if bridge is not None:
+                n = min(bridge.size, guide.size - gap)
+                guide[gap : gap + n] = bridge[:n]
+                self._lead = bridge[:SAMPLES_PER_PACKET]
         audio = self.renderer.render(
             filled[..., frames], left, left + (stop - first), segment, known, guide=guide
         )
