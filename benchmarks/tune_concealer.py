@@ -6,7 +6,8 @@
 Variants (``fLpP[gG][-la1[nb]]``): L packets at full level, then a fade over P packets into comfort
 noise; G the renderer's band-gain limit in dB (default 6); ``-la1`` one packet of lookahead, ``nb``
 without bridging the gap to the packet after it. The shipped settings are f1p2 and f1p2-la1.
-G.711, Opus PLC and Opus FEC are scored alongside. ``--variants`` picks a subset. Every 20th file of ``--data`` (sorted), first 10 s of each; prints mean
+G.711, Opus PLC and Opus FEC are scored alongside. ``--variants`` picks a subset.
+Every 20th file of ``--data`` (sorted), first 10 s of each; prints mean
 PESQ-WB and PLCMOS per condition and variant.
 """
 

@@ -191,7 +191,8 @@ class MAEConcealer(StreamingConcealer):
             return None
         d = best - reach
         warped = np.interp(np.arange(n) * (n + d) / n, np.arange(ext.size), ext)
-        ratio = np.sqrt(float(ref @ ref) / m) / (np.sqrt(float(np.mean(cycle.astype(np.float64) ** 2))) + 1e-9)
+        level = np.sqrt(float(np.mean(cycle.astype(np.float64) ** 2))) + 1e-9
+        ratio = np.sqrt(float(ref @ ref) / m) / level
         envelope = np.linspace(1.0, float(np.clip(ratio, 0.25, 4.0)), n, endpoint=False)
         return (warped * envelope).astype(np.float32)
 
