@@ -3,9 +3,10 @@
     python benchmarks/tune_concealer.py [--data ../shared/data/librispeech/train] [--files 12]
         [--conditions ge10b2,ge20b3] [--out runs/tune_concealer]
 
-Variants (``fLpP[gG][-la1[nb]]``): L packets at full level, then a fade over P packets into comfort
-noise; G the renderer's band-gain limit in dB (default 6); ``-la1`` one packet of lookahead, ``nb``
-without bridging the gap to the packet after it. The shipped settings are f1p2 and f1p2-la1.
+Variants (``fLpP[gG][-la1[nb]][-pitch]``): L packets at full level, then a fade over P packets into
+comfort noise; G the renderer's band-gain limit in dB (default 6); ``-la1`` one packet of
+lookahead, ``nb`` without bridging the gap to the packet after it; ``-pitch`` the waveform
+pitch-period continuation instead of the LPC one. The shipped settings are f1p2 and f1p2-la1.
 G.711, Opus PLC and Opus FEC are scored alongside. ``--variants`` picks a subset.
 Every 20th file of ``--data`` (sorted), first 10 s of each; prints mean
 PESQ-WB and PLCMOS per condition and variant.
@@ -25,27 +26,31 @@ from audiomae.eval.plc_benchmark import run_plc_benchmark
 from audiomae.plc.base import register_concealer
 from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
 
-# name: (full-level packets, fade packets, band-gain limit dB or None, lookahead, bridge)
+# name: (full-level packets, fade packets, band-gain limit dB or None, lookahead, bridge, continuation)
 VARIANTS = {
-    "f1p2": (1, 2, None, 0, True),
-    "f1p4": (1, 4, None, 0, True),
-    "f2p3": (2, 3, None, 0, True),
-    "f0p2": (0, 2, None, 0, True),
-    "f1p2g3": (1, 2, 3.0, 0, True),
-    "f1p2g12": (1, 2, 12.0, 0, True),
-    "f1p2-la1": (1, 2, None, 1, True),
-    "f1p2-la1nb": (1, 2, None, 1, False),
+    "f1p2": (1, 2, None, 0, True, "lpc"),
+    "f1p4": (1, 4, None, 0, True, "lpc"),
+    "f2p3": (2, 3, None, 0, True, "lpc"),
+    "f0p2": (0, 2, None, 0, True, "lpc"),
+    "f1p2g3": (1, 2, 3.0, 0, True, "lpc"),
+    "f1p2g12": (1, 2, 12.0, 0, True, "lpc"),
+    "f1p2-pitch": (1, 2, None, 0, True, "pitch"),
+    "f1p2-la1": (1, 2, None, 1, True, "lpc"),
+    "f1p2-la1nb": (1, 2, None, 1, False, "lpc"),
+    "f1p2-la1-pitch": (1, 2, None, 1, True, "pitch"),
 }
 
 
-def _factory(full: int, fade: int, gain_db: float | None, lookahead: int, bridge: bool):
+def _factory(full: int, fade: int, gain_db: float | None, lookahead: int, bridge: bool, continuation: str):
     def make(lookahead_arg: int | None = None) -> MAEConcealer:
         renderer = None
         if gain_db is not None:
             renderer = PitchGuidedRenderer(
                 load_default_plc_model().feature_cfg, n_iter=0, max_gain_db=gain_db
             )
-        cfg = ConcealerConfig(full_level_packets=full, fade_packets=fade, bridge=bridge)
+        cfg = ConcealerConfig(
+            full_level_packets=full, fade_packets=fade, bridge=bridge, continuation=continuation
+        )
         return MAEConcealer(vocoder=renderer, lookahead=lookahead, config=cfg)
 
     return make

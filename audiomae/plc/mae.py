@@ -55,6 +55,12 @@ class ConcealerConfig:
     # With lookahead, a gap whose end is already received is bridged: the pitch continuation
     # is time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio
     # after the gap, and its level moves to that audio's, instead of fading into a cross-fade.
+    # What fills the gap before the MAE's log-mel shapes it: "pitch" repeats the last pitch
+    # period of the played waveform (G.711 Appendix I style); "lpc" repeats the last period of
+    # the LPC residual through the synthesis filter continued from the played samples (the
+    # codecs' excitation-domain approach). LibriSpeech train, 12 files (tune_concealer.py),
+    # PESQ-WB / PLCMOS at ge10b2: lpc 2.284 / 3.436, pitch 2.255 / 3.367.
+    continuation: str = "lpc"
     bridge: bool = True
     bridge_warp: float = 0.15
     bridge_min_corr: float = 0.5  # needs this normalised correlation with the audio after the gap
@@ -66,6 +72,8 @@ class ConcealerConfig:
             raise ValueError(f"fade must be in (0, {SAMPLES_PER_PACKET // 2}] samples, got {self.fade}")
         if self.fade_packets < 1 or self.full_level_packets < 0:
             raise ValueError("fade_packets must be >= 1 and full_level_packets >= 0")
+        if self.continuation not in ("pitch", "lpc"):
+            raise ValueError(f"continuation must be 'pitch' or 'lpc', got {self.continuation!r}")
         if not (0 <= self.bridge_warp < 1 and -1 <= self.bridge_min_corr <= 1):
             raise ValueError(
                 f"need 0 <= bridge_warp < 1 and -1 <= bridge_min_corr <= 1, got "
@@ -141,6 +149,7 @@ class MAEConcealer(StreamingConcealer):
         self._hist_lost = np.zeros(n_hist, dtype=bool)
         self._played = np.zeros(self._pitch_history, dtype=np.float32)  # what the listener heard
         self._cycle: np.ndarray | None = None  # last pitch period of _played, found on demand
+        self._cont: np.ndarray | None = None  # this packet's continuation, built on demand
         self._tail: np.ndarray | None = None
         self._lead: np.ndarray | None = None  # this packet's bridge, when there is one
         self._burst = 0
@@ -154,6 +163,7 @@ class MAEConcealer(StreamingConcealer):
         self._hist_lost = np.append(self._hist_lost[1:], received is None)
         self._played = np.concatenate([self._played[SAMPLES_PER_PACKET:], played])
         self._cycle = None
+        self._cont = None
         if received is not None:
             self._levels.append(float(np.sqrt(np.mean(received.astype(np.float64) ** 2)) + 1e-9))
             del self._levels[:-150]  # the last 3 s
@@ -166,8 +176,14 @@ class MAEConcealer(StreamingConcealer):
         return self._cycle
 
     def _continuation(self, n: int) -> np.ndarray:
-        """``n`` samples repeating the last pitch period of what was played (phase-continuous)."""
-        return np.resize(self._last_cycle(), n)
+        """``n`` samples continuing what was played (phase-continuous), per ``cfg.continuation``.
+        Every caller in one packet gets a prefix of the same continuation."""
+        if self.cfg.continuation == "pitch":
+            return np.resize(self._last_cycle(), n)
+        if self._cont is None or self._cont.size < n:
+            size = max(n, 3 * SAMPLES_PER_PACKET)
+            self._cont = lpc_continuation(self._played, self._last_cycle().size, size)
+        return self._cont[:n]
 
     def _bridge(self, n: int, after: np.ndarray) -> np.ndarray | None:
         """``n`` samples that continue the played audio's last pitch period and arrive in phase
@@ -302,6 +318,40 @@ class MAEConcealer(StreamingConcealer):
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
         return spec[..., : self.cfg.context_packets * self._frames_per_packet]
+
+
+def lpc_continuation(
+    history: np.ndarray, period: int, n: int, order: int = 16, analysis: int = 480
+) -> np.ndarray:
+    """``n`` samples continuing ``history`` by linear prediction with a pitch-periodic excitation.
+
+    An LPC filter of ``order`` is fitted to the last ``analysis`` samples (Hann window, 60 Hz
+    lag window, 0.994 bandwidth expansion); the last ``period`` samples of the history's
+    residual are repeated and run through the synthesis filter starting from the history's
+    last samples, so the output joins the history without a seam, keeps its spectral envelope,
+    and the filter's ringing smooths each wrap of the period.
+
+    Measured on LibriSpeech train (``benchmarks/tune_concealer.py``): mixing white noise into
+    the excitation by how unperiodic the residual was (as codecs do for unvoiced speech) cost
+    0.2-0.3 PESQ-WB and 0.05-0.1 PLCMOS, so the excitation is purely periodic."""
+    from scipy.linalg import solve_toeplitz
+    from scipy.signal import lfilter, lfiltic
+
+    h = np.asarray(history, dtype=np.float64)
+    if not 0 < period <= h.size - order:
+        raise ValueError(f"need a period in (0, {h.size - order}] samples for this history, got {period}")
+    seg = h[-min(h.size, analysis) :] * np.hanning(min(h.size, analysis))
+    r = np.array([seg[: seg.size - k] @ seg[k:] for k in range(order + 1)])
+    if r[0] <= 1e-10 * seg.size:  # silence: nothing to model
+        return np.zeros(n, dtype=np.float32)
+    r = r * np.exp(-0.5 * (2 * np.pi * 60.0 * np.arange(order + 1) / 16000.0) ** 2)
+    r[0] *= 1.0001  # white-noise correction keeps the system well conditioned
+    a = solve_toeplitz(r[:order], r[1:]) * 0.994 ** np.arange(1, order + 1)
+    inverse = np.concatenate([[1.0], -a])
+    residual = lfilter(inverse, [1.0], h)
+    state = lfiltic([1.0], inverse, h[::-1][:order])
+    out, _ = lfilter([1.0], inverse, np.resize(residual[-period:], n), zi=state)
+    return out.astype(np.float32)
 
 
 def _known_frames(lost: np.ndarray, frames_per_packet: int) -> np.ndarray:
