@@ -1,15 +1,15 @@
-"""Sweep the MAE concealer's burst handling on a tuning set kept apart from the dev benchmark.
+"""Sweep the MAE concealer's settings on a tuning set kept apart from the dev benchmark.
 
     python benchmarks/tune_concealer.py [--data ../shared/data/librispeech/train] [--files 12]
-        [--conditions ge10b2,ge20b3] [--out runs/tune_concealer]
+        [--conditions ge10b2,ge20b3] [--variants NAME ...] [--out runs/tune_concealer]
 
-Variants (``fLpP[gG][-la1[nb]][-pitch]``): L packets at full level, then a fade over P packets into
-comfort noise; G the renderer's band-gain limit in dB (default 6); ``-la1`` one packet of
-lookahead, ``nb`` without bridging the gap to the packet after it; ``-pitch`` the waveform
-pitch-period continuation instead of the LPC one. The shipped settings are f1p2 and f1p2-la1.
-G.711, Opus PLC and Opus FEC are scored alongside. ``--variants`` picks a subset.
-Every 20th file of ``--data`` (sorted), first 10 s of each; prints mean
-PESQ-WB and PLCMOS per condition and variant.
+Each variant changes the shipped concealer (``shipped``, and ``la1`` with one packet of
+lookahead) in one respect, see ``VARIANTS``: burst handling (``fLpP``: L packets at full level,
+then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB; ``g0``
+ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``), the waveform
+pitch continuation instead of the LPC one (``pitch``), no bridge to the packet after the gap
+(``la1-nb``). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
+(sorted), first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
 """
 
 from __future__ import annotations
@@ -26,32 +26,32 @@ from audiomae.eval.plc_benchmark import run_plc_benchmark
 from audiomae.plc.base import register_concealer
 from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
 
-# name: (full-level packets, fade packets, band-gain limit dB or None, lookahead, bridge, continuation)
-VARIANTS = {
-    "f1p2": (1, 2, None, 0, True, "lpc"),
-    "f1p4": (1, 4, None, 0, True, "lpc"),
-    "f2p3": (2, 3, None, 0, True, "lpc"),
-    "f0p2": (0, 2, None, 0, True, "lpc"),
-    "f1p2g3": (1, 2, 3.0, 0, True, "lpc"),
-    "f1p2g12": (1, 2, 12.0, 0, True, "lpc"),
-    "f1p2-pitch": (1, 2, None, 0, True, "pitch"),
-    "f1p2-la1": (1, 2, None, 1, True, "lpc"),
-    "f1p2-la1nb": (1, 2, None, 1, False, "lpc"),
-    "f1p2-la1-pitch": (1, 2, None, 1, True, "pitch"),
+# name: (lookahead, ConcealerConfig changes, PitchGuidedRenderer changes)
+VARIANTS: dict[str, tuple[int, dict, dict]] = {
+    "shipped": (0, {}, {}),
+    "f1p4": (0, {"fade_packets": 4}, {}),
+    "f2p3": (0, {"full_level_packets": 2, "fade_packets": 3}, {}),
+    "f0p2": (0, {"full_level_packets": 0}, {}),
+    "g0": (0, {}, {"max_gain_db": 0.0}),
+    "g3": (0, {}, {"max_gain_db": 3.0}),
+    "g12": (0, {}, {"max_gain_db": 12.0}),
+    "b1": (0, {}, {"gain_groups": 1}),
+    "b4": (0, {}, {"gain_groups": 4}),
+    "pitch": (0, {"continuation": "pitch"}, {}),
+    "la1": (1, {}, {}),
+    "la1-g0": (1, {}, {"max_gain_db": 0.0}),
+    "la1-nb": (1, {"bridge": False}, {}),
+    "la1-pitch": (1, {"continuation": "pitch"}, {}),
 }
 
 
-def _factory(full: int, fade: int, gain_db: float | None, lookahead: int, bridge: bool, continuation: str):
-    def make(lookahead_arg: int | None = None) -> MAEConcealer:
-        renderer = None
-        if gain_db is not None:
-            renderer = PitchGuidedRenderer(
-                load_default_plc_model().feature_cfg, n_iter=0, max_gain_db=gain_db
-            )
-        cfg = ConcealerConfig(
-            full_level_packets=full, fade_packets=fade, bridge=bridge, continuation=continuation
-        )
-        return MAEConcealer(vocoder=renderer, lookahead=lookahead, config=cfg)
+def _factory(lookahead: int, config: dict, renderer: dict):
+    def make() -> MAEConcealer:
+        vocoder = None
+        if renderer:
+            features = load_default_plc_model().feature_cfg
+            vocoder = PitchGuidedRenderer(features, n_iter=0, **renderer)
+        return MAEConcealer(vocoder=vocoder, lookahead=lookahead, config=ConcealerConfig(**config))
 
     return make
 

@@ -235,3 +235,28 @@ def test_lpc_continuation_edge_cases():
     assert not lpc_continuation(np.zeros(800), 100, P).any()  # silence stays silent
     with pytest.raises(ValueError, match="period"):
         lpc_continuation(np.ones(100), 200, P)
+
+
+def test_renderer_gain_groups_share_one_gain_per_group(parts):
+    features = parts[0].feature_cfg
+    guide = voiced(0.1)
+    frames = guide.size // features.hop_length
+    probe = PitchGuidedRenderer(features, n_iter=0)
+    guide_mel = probe._fb @ probe._stft(guide, frames).abs().square()
+    tilt = torch.linspace(-1.0, 1.0, guide_mel.shape[1])[None, :, None]  # +-4.3 dB across the bands
+    mel = guide_mel.clamp_min(1e-8).log() + tilt
+    unknown = np.zeros(frames, bool)
+
+    def rendered(**kw):
+        r = PitchGuidedRenderer(features, n_iter=0, max_gain_db=12.0, **kw)
+        return r.render(mel, 0, frames, guide, unknown, guide=guide)
+
+    def residual(out):  # what is left after the best single scale of the guide (away from the edges)
+        out, ref = out[400:1200], guide[400:1200]
+        c = float(out @ ref / (ref @ ref))
+        return float(np.sum((out - c * ref) ** 2) / np.sum(out**2))
+
+    assert residual(rendered(gain_groups=1)) < 1e-4  # one broadband gain: a scaled copy
+    assert residual(rendered()) > 3e-3  # per-band gains reshape the spectrum
+    with pytest.raises(ValueError, match="gain_groups"):
+        PitchGuidedRenderer(features, gain_groups=0)

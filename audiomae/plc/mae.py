@@ -371,7 +371,13 @@ class VocoderRenderer:
         self.feature_cfg = vocoder.feature_cfg
 
     def render(
-        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
+        self,
+        mel: torch.Tensor,
+        start: int,
+        stop: int,
+        audio: np.ndarray,
+        known: np.ndarray,
+        guide=None,
     ) -> np.ndarray:
         """Samples of frames ``[start, stop)`` of ``mel`` (1, F, T); the audio arguments are unused."""
         return self.vocoder.synthesize_window(mel, start, stop)[0].numpy()
@@ -394,7 +400,13 @@ class GriffinLimRenderer:
         self._window = _padded_window(self.feature_cfg)
 
     def render(
-        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
+        self,
+        mel: torch.Tensor,
+        start: int,
+        stop: int,
+        audio: np.ndarray,
+        known: np.ndarray,
+        guide=None,
     ) -> np.ndarray:
         """Samples of frames ``[start, stop)``; ``audio`` is the received window (zeros where
         lost) and ``known`` marks frames computed from received audio only."""
@@ -445,7 +457,12 @@ class PitchGuidedRenderer(GriffinLimRenderer):
     3 files, ge10b2)."""
 
     def __init__(
-        self, features=None, n_iter: int = 8, momentum: float = 0.99, max_gain_db: float = 6.0
+        self,
+        features=None,
+        n_iter: int = 8,
+        momentum: float = 0.99,
+        max_gain_db: float = 6.0,
+        gain_groups: int | None = None,
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
         from audiomae.features import mel_filterbank
@@ -454,18 +471,31 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         weights = self._fb / self._fb.sum(0, keepdim=True).clamp_min(1e-8)  # per-bin share of each mel band
         self._spread = weights.T  # (bins, mels): a band's gain applies to the bins it covers
         self._max_gain = 10 ** (max_gain_db / 10)
+        n_mels = self._fb.shape[0]
+        groups = n_mels if gain_groups is None else gain_groups
+        if not 1 <= groups <= n_mels:
+            raise ValueError(f"gain_groups must be in [1, {n_mels}], got {gain_groups}")
+        # (groups, mels) one-hot: which group of adjacent mel bands shares one gain
+        member = torch.div(torch.arange(n_mels) * groups, n_mels, rounding_mode="floor")
+        self._groups = (member[None, :] == torch.arange(groups)[:, None]).to(self._fb.dtype)
 
     def render(
-        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
+        self,
+        mel: torch.Tensor,
+        start: int,
+        stop: int,
+        audio: np.ndarray,
+        known: np.ndarray,
+        guide=None,
     ) -> np.ndarray:
         if guide is None:
             return super().render(mel, start, stop, audio, known)
         frames = mel.shape[-1]
         guide_spec = self._stft(guide, frames)
         guide_mel = self._fb @ guide_spec.abs().square()
-        gain = (mel.exp() / guide_mel.clamp_min(self.feature_cfg.log_floor)).clamp(
-            1 / self._max_gain, self._max_gain
-        )
+        floor = self.feature_cfg.log_floor
+        gain = (self._groups @ mel.exp()) / (self._groups @ guide_mel).clamp_min(floor)
+        gain = self._groups.T @ gain.clamp(1 / self._max_gain, self._max_gain)
         magnitude = guide_spec.abs() * (self._spread @ gain).sqrt()
         return self._griffin_lim(mel, start, stop, audio, known, magnitude, init_audio=guide)
 
