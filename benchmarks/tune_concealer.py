@@ -5,7 +5,7 @@
 
 Each variant changes the shipped concealer (``shipped``, and ``la1`` with one packet of
 lookahead) in one respect, see ``VARIANTS``: burst handling (``fLpP``: L packets at full level,
-then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB; ``g0``
+then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB, shipped 3; ``g0``
 ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``), the waveform
 pitch continuation instead of the LPC one (``pitch``), no bridge to the packet after the gap
 (``la1-nb``). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
@@ -33,7 +33,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "f2p3": (0, {"full_level_packets": 2, "fade_packets": 3}, {}),
     "f0p2": (0, {"full_level_packets": 0}, {}),
     "g0": (0, {}, {"max_gain_db": 0.0}),
-    "g3": (0, {}, {"max_gain_db": 3.0}),
+    "g6": (0, {}, {"max_gain_db": 6.0}),
     "g12": (0, {}, {"max_gain_db": 12.0}),
     "b1": (0, {}, {"gain_groups": 1}),
     "b4": (0, {}, {"gain_groups": 4}),
