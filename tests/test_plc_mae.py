@@ -260,3 +260,14 @@ def test_renderer_gain_groups_share_one_gain_per_group(parts):
     assert residual(rendered()) > 3e-3  # per-band gains reshape the spectrum
     with pytest.raises(ValueError, match="gain_groups"):
         PitchGuidedRenderer(features, gain_groups=0)
+
+
+def test_known_frames_are_those_whose_window_misses_every_lost_sample():
+    from audiomae.plc.mae import _known_frames
+
+    lost = np.zeros(8, bool)
+    lost[3] = True  # samples 960..1279; frame i's 400-sample window is centred on 160 i
+    unknown = np.flatnonzero(~_known_frames(lost, 2, hop=160, win_length=400))
+    # frame 5 reaches 40 samples into the gap, 6-7 are the gap's own, 8 straddles its end and
+    # frame 9 (centre 1440) still starts 40 samples before the gap ends
+    np.testing.assert_array_equal(unknown, [5, 6, 7, 8, 9])

@@ -279,7 +279,8 @@ class MAEConcealer(StreamingConcealer):
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         filled = self.predict_logmel(wave, lost, columns=(frames.start // fpp, -(-right // fpp)))
         hop = self.model.feature_cfg.hop_length
-        known = _known_frames(lost, fpp)[frames]
+        fcfg = self.model.feature_cfg
+        known = _known_frames(lost, fpp, fcfg.hop_length, fcfg.win_length)[frames]
         segment = wave[frames.start * hop : right * hop]
         # A pitch-period continuation of what was played, laid over the lost samples, gives
         # renderers that want it (PitchGuidedRenderer) harmonic fine structure to shape.
@@ -354,13 +355,17 @@ def lpc_continuation(
     return out.astype(np.float32)
 
 
-def _known_frames(lost: np.ndarray, frames_per_packet: int) -> np.ndarray:
-    """Frames whose analysis window (centre +- half a packet) touches no lost packet."""
-    col_lost = np.repeat(lost, frames_per_packet)
-    near = col_lost.copy()
-    near[1:] |= col_lost[:-1]
-    near[:-1] |= col_lost[1:]
-    return ~near
+def _known_frames(
+    lost: np.ndarray, frames_per_packet: int, hop: int = 160, win_length: int = 400
+) -> np.ndarray:
+    """Frames whose (centred) analysis window touches no lost sample."""
+    samples = np.repeat(lost, frames_per_packet * hop)
+    starts = np.arange(samples.size // hop) * hop - win_length // 2
+    # lost samples before each window's start and before its end (windows clipped to the signal)
+    before = np.concatenate([[0], np.cumsum(samples)])
+    lo = np.clip(starts, 0, samples.size)
+    hi = np.clip(starts + win_length, 0, samples.size)
+    return before[hi] - before[lo] == 0
 
 
 class VocoderRenderer:
