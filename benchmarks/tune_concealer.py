@@ -5,11 +5,12 @@
 
 Each variant changes the shipped concealer (``shipped``, and ``la1`` with one packet of
 lookahead) in one respect, see ``VARIANTS``: burst handling (``fLpP``: L packets at full level,
-then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB, shipped 3; ``g0``
-ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``), the waveform
-pitch continuation instead of the LPC one (``pitch``), no bridge to the packet after the gap
-(``la1-nb``). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
-(sorted), first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
+then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB,
+shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``),
+the waveform pitch continuation instead of the LPC one (``pitch``), no bridge to the packet
+after the gap (``la1-nb``), an N-packet MAE window (``cN``, shipped 24). G.711, Opus PLC and
+Opus FEC are scored alongside. Every 20th file of ``--data`` (sorted), first 10 s of each;
+prints mean PESQ-WB and PLCMOS per condition and variant.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "b1": (0, {}, {"gain_groups": 1}),
     "b4": (0, {}, {"gain_groups": 4}),
     "pitch": (0, {"continuation": "pitch"}, {}),
+    "c16": (0, {"context_packets": 16}, {}),
+    "c40": (0, {"context_packets": 40}, {}),
+    "la1-c40": (1, {"context_packets": 40}, {}),
     "la1": (1, {}, {}),
     "la1-g0": (1, {}, {"max_gain_db": 0.0}),
     "la1-nb": (1, {"bridge": False}, {}),

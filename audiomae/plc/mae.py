@@ -43,7 +43,10 @@ DEFAULT_PLC_MODEL = "plc_tiny_speech"
 class ConcealerConfig:
     """Streaming concealer settings (packets are 20 ms, samples at 16 kHz)."""
 
-    context_packets: int = 40  # MAE window, including the target and the packets after it
+    # MAE window, including the target and the packets after it. On the tuning set
+    # (tune_concealer.py) 16, 24 and 40 packets score alike (PESQ-WB / PLCMOS at ge10b2
+    # 2.297 / 3.476, 2.301 / 3.475, 2.294 / 3.463); 24 costs ~40% less MAE work than 40.
+    context_packets: int = 24
     vocoder_context: int = 6  # mel frames of left context given to the renderer
     fade: int = 160  # cross-fade length in samples (10 ms) at burst start and recovery
     # Measured on dev (PLCMOS, 3 files at ge10b2): a quick fade beats holding a prediction at
