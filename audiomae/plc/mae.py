@@ -189,19 +189,21 @@ class MAEConcealer(StreamingConcealer):
         return self._cont[:n]
 
     def _bridge(self, n: int, after: np.ndarray) -> np.ndarray | None:
-        """``n`` samples that continue the played audio's last pitch period and arrive in phase
-        with ``after`` (the received audio that follows them), or None where ``after`` does not
-        continue that period (unvoiced, pitch jump, silence).
+        """``n`` samples that continue the played audio (:meth:`_continuation`) and arrive in
+        phase with ``after`` (the received audio that follows them), or None where ``after``
+        does not continue it (unvoiced, pitch jump, silence).
 
         The continuation is read at a constant rate ``(n + d) / n`` with the shift ``d`` (at most
-        ``bridge_warp * n`` and half a period) that best lines its extension up with ``after``,
-        and its level moves linearly from the last period's to ``after``'s."""
+        ``bridge_warp * n`` and half a pitch period) that best lines its extension up with
+        ``after``, and its level moves linearly from the last period's to ``after``'s. Bridging
+        the LPC continuation rather than the repeated waveform period measured +0.02 PLCMOS on
+        the tuning set (la1, ge10b2: 3.536 vs 3.516)."""
         cycle = self._last_cycle()
         period = cycle.size
         reach = min(period // 2, int(self.cfg.bridge_warp * n))
         m = min(after.size, 2 * period)
         ref = after[:m].astype(np.float64)
-        ext = np.resize(cycle, n + reach + m).astype(np.float64)
+        ext = self._continuation(n + reach + m).astype(np.float64)
         views = np.lib.stride_tricks.sliding_window_view(ext[n - reach :], m)  # shifts -reach..reach
         energy = np.sqrt(np.einsum("ij,ij->i", views, views) * float(ref @ ref)) + 1e-12
         corr = views @ ref / energy
