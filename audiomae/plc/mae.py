@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audiomae.audio import SAMPLES_PER_PACKET
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
 from audiomae.features import LogMel
 from audiomae.masking import packet_loss_mask
 from audiomae.model import AudioMAE
@@ -55,15 +55,15 @@ class ConcealerConfig:
     fade_packets: int = 2  # packets over which a long burst fades into comfort noise
     comfort_noise: bool = True
     noise_seed: int = 0
-    # With lookahead, a gap whose end is already received is bridged: the pitch continuation
-    # is time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio
-    # after the gap, and its level moves to that audio's, instead of fading into a cross-fade.
     # What fills the gap before the MAE's log-mel shapes it: "pitch" repeats the last pitch
     # period of the played waveform (G.711 Appendix I style); "lpc" repeats the last period of
     # the LPC residual through the synthesis filter continued from the played samples (the
     # codecs' excitation-domain approach). LibriSpeech train, 12 files (tune_concealer.py),
-    # PESQ-WB / PLCMOS at ge10b2: lpc 2.284 / 3.436, pitch 2.255 / 3.367.
+    # PESQ-WB / PLCMOS at ge10b2: lpc 2.301 / 3.475, pitch 2.274 / 3.383.
     continuation: str = "lpc"
+    # With lookahead, a gap whose end is already received is bridged: the continuation is
+    # time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio after
+    # the gap, and its level moves to that audio's, instead of fading into a cross-fade.
     bridge: bool = True
     bridge_warp: float = 0.15
     bridge_min_corr: float = 0.5  # needs this normalised correlation with the audio after the gap
@@ -327,12 +327,17 @@ class MAEConcealer(StreamingConcealer):
 
 
 def lpc_continuation(
-    history: np.ndarray, period: int, n: int, order: int = 16, analysis: int = 480
+    history: np.ndarray,
+    period: int,
+    n: int,
+    order: int = 16,
+    analysis: int = 480,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """``n`` samples continuing ``history`` by linear prediction with a pitch-periodic excitation.
 
     An LPC filter of ``order`` is fitted to the last ``analysis`` samples (Hann window, 60 Hz
-    lag window, 0.994 bandwidth expansion); the last ``period`` samples of the history's
+    Gaussian lag window, 0.994 bandwidth expansion); the last ``period`` samples of the history's
     residual are repeated and run through the synthesis filter starting from the history's
     last samples, so the output joins the history without a seam, keeps its spectral envelope,
     and the filter's ringing smooths each wrap of the period.
@@ -350,7 +355,7 @@ def lpc_continuation(
     r = np.array([seg[: seg.size - k] @ seg[k:] for k in range(order + 1)])
     if r[0] <= 1e-10 * seg.size:  # silence: nothing to model
         return np.zeros(n, dtype=np.float32)
-    r = r * np.exp(-0.5 * (2 * np.pi * 60.0 * np.arange(order + 1) / 16000.0) ** 2)
+    r = r * np.exp(-0.5 * (2 * np.pi * 60.0 * np.arange(order + 1) / sample_rate) ** 2)
     r[0] *= 1.0001  # white-noise correction keeps the system well conditioned
     a = solve_toeplitz(r[:order], r[1:]) * 0.994 ** np.arange(1, order + 1)
     inverse = np.concatenate([[1.0], -a])
@@ -381,13 +386,7 @@ class VocoderRenderer:
         self.feature_cfg = vocoder.feature_cfg
 
     def render(
-        self,
-        mel: torch.Tensor,
-        start: int,
-        stop: int,
-        audio: np.ndarray,
-        known: np.ndarray,
-        guide=None,
+        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
     ) -> np.ndarray:
         """Samples of frames ``[start, stop)`` of ``mel`` (1, F, T); the audio arguments are unused."""
         return self.vocoder.synthesize_window(mel, start, stop)[0].numpy()
@@ -410,13 +409,7 @@ class GriffinLimRenderer:
         self._window = _padded_window(self.feature_cfg)
 
     def render(
-        self,
-        mel: torch.Tensor,
-        start: int,
-        stop: int,
-        audio: np.ndarray,
-        known: np.ndarray,
-        guide=None,
+        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
     ) -> np.ndarray:
         """Samples of frames ``[start, stop)``; ``audio`` is the received window (zeros where
         lost) and ``known`` marks frames computed from received audio only."""
@@ -494,13 +487,7 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         self._groups = (member[None, :] == torch.arange(groups)[:, None]).to(self._fb.dtype)
 
     def render(
-        self,
-        mel: torch.Tensor,
-        start: int,
-        stop: int,
-        audio: np.ndarray,
-        known: np.ndarray,
-        guide=None,
+        self, mel: torch.Tensor, start: int, stop: int, audio: np.ndarray, known: np.ndarray, guide=None
     ) -> np.ndarray:
         if guide is None:
             return super().render(mel, start, stop, audio, known)
