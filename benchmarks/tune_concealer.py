@@ -6,11 +6,11 @@
 Each variant changes the shipped concealer (``shipped``, and ``la1`` with one packet of
 lookahead) in one respect, see ``VARIANTS``: burst handling (``fLpP``: L packets at full level,
 then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB,
-shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``),
-the waveform pitch continuation instead of the LPC one (``pitch``), no bridge to the packet
-after the gap (``la1-nb``), an N-packet MAE window (``cN``, shipped 24). G.711, Opus PLC and
-Opus FEC are scored alongside. Every 20th file of ``--data`` (sorted), first 10 s of each;
-prints mean PESQ-WB and PLCMOS per condition and variant.
+shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``,
+shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead of the LPC one
+(``pitch``), no bridge to the packet after the gap (``la1-nb``), an N-packet MAE window (``cN``,
+shipped 24). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
+(sorted), first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "g6": (0, {}, {"max_gain_db": 6.0}),
     "g12": (0, {}, {"max_gain_db": 12.0}),
     "b1": (0, {}, {"gain_groups": 1}),
-    "b4": (0, {}, {"gain_groups": 4}),
+    "b80": (0, {}, {"gain_groups": None}),
     "pitch": (0, {"continuation": "pitch"}, {}),
     "c16": (0, {"context_packets": 16}, {}),
     "c40": (0, {"context_packets": 40}, {}),

@@ -455,13 +455,14 @@ class PitchGuidedRenderer(GriffinLimRenderer):
     harmonic fine structure. Here the gap's magnitude is the continuation's own spectrum
     (harmonics at the last pitch) with each mel band scaled to the predicted energy, and the
     continuation's phase starts Griffin-Lim; frames of received audio stay anchored. Band gains
-    are limited to +-``max_gain_db``, and ``gain_groups`` adjacent mel bands may share one.
+    are limited to +-``max_gain_db`` and shared by ``gain_groups`` groups of adjacent mel bands
+    (None: one gain per band).
 
     The bundled MSE-trained MAE's log-mel is over-smoothed and ~3 dB low in loud frames, so a
-    light correction scores best: on 12 LibriSpeech train files at ge10b2
-    (``benchmarks/tune_concealer.py``) PESQ-WB / PLCMOS are 2.294 / 3.463 at 3 dB, 2.284 / 3.436
-    at 6 dB and 2.270 / 3.415 at 12 dB, and 2.300 / 3.543 at 0 dB, i.e. with the MAE ignored:
-    a better prediction is what this renderer is waiting for."""
+    light, coarse correction scores best: on 12 LibriSpeech train files at ge10b2
+    (``benchmarks/tune_concealer.py``) PLCMOS is 3.475 with per-band gains at 3 dB, 3.456 at
+    6 dB, 3.440 at 12 dB, 3.512 with 4 band groups at 3 dB, and 3.543 with the MAE ignored
+    (0 dB): a better prediction is what this renderer is waiting for."""
 
     def __init__(
         self,
@@ -469,7 +470,7 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         n_iter: int = 8,
         momentum: float = 0.99,
         max_gain_db: float = 3.0,
-        gain_groups: int | None = None,
+        gain_groups: int | None = 4,
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
         from audiomae.features import mel_filterbank
