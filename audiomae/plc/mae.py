@@ -10,10 +10,12 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
                   pitch   vocoder      tail -> next packet (recovery, or the next lost one)
                   continuation
 
-* Burst start: the vocoder's phase does not match the audio already played, so the first
-  ``fade`` samples cross-fade from a pitch-period continuation of the played audio.
+* Burst start: the rendering may not match the audio already played sample for sample, so
+  the first ``fade`` samples cross-fade from a continuation of the played audio (LPC by
+  default, see :func:`lpc_continuation`; the default renderer shapes that same continuation).
 * Recovery: the rendered tail beyond the lost packet is cross-faded into the first received
-  packet, so recovery adds no delay.
+  packet, so recovery adds no delay. With lookahead, when the packet after the gap is already
+  received, the continuation is time-warped to arrive in phase with it (the "bridge").
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
   ``fade_packets`` packets, into comfort noise at the speaker's background level.
 
