@@ -156,7 +156,6 @@ class MAEConcealer(StreamingConcealer):
         self._cycle: np.ndarray | None = None  # last pitch period of _played, found on demand
         self._cont: np.ndarray | None = None  # this packet's continuation, built on demand
         self._tail: np.ndarray | None = None
-        self._lead: np.ndarray | None = None  # this packet's bridge, when there is one
         self._burst = 0
         self._levels: list[float] = []
         self._rng = np.random.default_rng(self.cfg.noise_seed)
@@ -239,11 +238,9 @@ class MAEConcealer(StreamingConcealer):
             return out
 
         self._burst += 1
-        self._lead = None
-        rendered = self._render(window)  # (SAMPLES_PER_PACKET + fade,)
-        gains = self._burst_gains()
-        if self._lead is not None:  # bridged to received audio: no fade towards comfort noise
-            gains = np.ones_like(gains)
+        rendered, bridge = self._render(window)  # (SAMPLES_PER_PACKET + fade,), bridge or None
+        # Bridged to received audio: no fade towards comfort noise.
+        gains = self._burst_gains() if bridge is None else np.ones_like(rendered)
         rendered = rendered * gains
         if self.cfg.comfort_noise:
             level = self._background_level()
@@ -254,7 +251,7 @@ class MAEConcealer(StreamingConcealer):
         if self._tail is not None:  # inside a burst: continue from the previous rendering's tail
             start = self._tail[:fade]
         else:  # burst start: continue the played waveform's pitch, then hand over to the vocoder
-            start = self._continuation(fade) if self._lead is None else self._lead[:fade]
+            start = self._continuation(fade) if bridge is None else bridge[:fade]
         out[:fade] = start * (1 - r) + out[:fade] * r
         self._tail = tail
         self._remember(None, out)
@@ -267,11 +264,13 @@ class MAEConcealer(StreamingConcealer):
         return np.clip(1.0 - pos / self.cfg.fade_packets, 0.0, 1.0).astype(np.float32)
 
     @torch.inference_mode()
-    def _render(self, window: list[np.ndarray | None]) -> np.ndarray:
+    def _render(self, window: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Packet ``t`` plus the cross-fade tail, and the bridge laid over the gap (None if the
+        gap's end is not in view or does not continue the played audio)."""
         cfg = self.cfg
         if self._burst > cfg.full_level_packets + cfg.fade_packets + 1:
             # Deep inside a long burst the output is comfort noise: skip the models.
-            return np.zeros(SAMPLES_PER_PACKET + cfg.fade, dtype=np.float32)
+            return np.zeros(SAMPLES_PER_PACKET + cfg.fade, dtype=np.float32), None
         after = list(window[1:]) if self.lookahead else [None]
         zeros = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
         wave = np.concatenate([self._hist, zeros] + [zeros if p is None else p for p in after])
@@ -285,9 +284,9 @@ class MAEConcealer(StreamingConcealer):
         frames = slice(first - left, right)
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         filled = self.predict_logmel(wave, lost, columns=(frames.start // fpp, -(-right // fpp)))
-        hop = self.model.feature_cfg.hop_length
         fcfg = self.model.feature_cfg
-        known = _known_frames(lost, fpp, fcfg.hop_length, fcfg.win_length)[frames]
+        hop = fcfg.hop_length
+        known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
         segment = wave[frames.start * hop : right * hop]
         # A pitch-period continuation of what was played, laid over the lost samples, gives
         # renderers that want it (PitchGuidedRenderer) harmonic fine structure to shape.
@@ -298,6 +297,7 @@ class MAEConcealer(StreamingConcealer):
             self._continuation(guide.size - gap),
             guide[gap:],
         )
+        bridge = None
         if self.lookahead and cfg.bridge:
             # The first received packet in the lookahead ends the gap: bridge to it.
             k = next((i for i, p in enumerate(after) if p is not None), None)
@@ -305,11 +305,10 @@ class MAEConcealer(StreamingConcealer):
             if bridge is not None:
                 n = min(bridge.size, guide.size - gap)
                 guide[gap : gap + n] = bridge[:n]
-                self._lead = bridge[:SAMPLES_PER_PACKET]
         audio = self.renderer.render(
             filled[..., frames], left, left + (stop - first), segment, known, guide=guide
         )
-        return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32)
+        return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32), bridge
 
     def predict_logmel(
         self, wave: np.ndarray, lost: np.ndarray, columns: tuple[int, int] | None = None
@@ -367,9 +366,7 @@ def lpc_continuation(
     return out.astype(np.float32)
 
 
-def _known_frames(
-    lost: np.ndarray, frames_per_packet: int, hop: int = 160, win_length: int = 400
-) -> np.ndarray:
+def _known_frames(lost: np.ndarray, frames_per_packet: int, hop: int, win_length: int) -> np.ndarray:
     """Frames whose (centred) analysis window touches no lost sample."""
     samples = np.repeat(lost, frames_per_packet * hop)
     starts = np.arange(samples.size // hop) * hop - win_length // 2
