@@ -45,7 +45,10 @@ _DECODER_PARTS = ("dec_embed", "mask_token", "decoder", "dec_norm", "dec_pred")
 @dataclass(frozen=True)
 class ClassifierConfig:
     """The head and task. ``labels``: class names in output order. ``clip_seconds``: the
-    length clips were padded / cropped to in training, which inference repeats."""
+    length clips were padded / cropped to in training, which inference repeats.
+    ``level_norm``: shift each clip so its loudest quarter of frames sits at 0 (normalised
+    log-mel units) before the encoder, which removes recording-level differences between
+    speakers or devices (:func:`active_level`)."""
 
     num_classes: int
     pooling: str = "mean"
@@ -54,6 +57,7 @@ class ClassifierConfig:
     labels: tuple[str, ...] = ()
     clip_seconds: float | None = None
     head_dropout: float = 0.0
+    level_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -98,6 +102,7 @@ class AudioClassifier(nn.Module):
         labels: tuple[str, ...] | list[str] = (),
         clip_seconds: float | None = None,
         head_dropout: float = 0.0,
+        level_norm: bool = False,
     ) -> None:
         super().__init__()
         cfg = ClassifierConfig(
@@ -108,6 +113,7 @@ class AudioClassifier(nn.Module):
             labels=tuple(labels),
             clip_seconds=clip_seconds,
             head_dropout=head_dropout,
+            level_norm=level_norm,
         )
         self.cfg = cfg
         self.encoder = strip_decoder(copy.deepcopy(encoder))
@@ -150,6 +156,8 @@ class AudioClassifier(nn.Module):
     # ---- forward ------------------------------------------------------------------------
     def pool(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
         """Normalised log-mel ``(B, F, T)`` -> pooled features ``(B, enc_dim)``."""
+        if self.cfg.level_norm:
+            spec = spec - active_level(spec)[:, None, None]
         if self.cfg.mode == "linear_probe":
             with torch.no_grad():
                 tokens = self.encoder.encode(spec, mask)
@@ -309,6 +317,15 @@ def strip_decoder(mae: AudioMAE) -> AudioMAE:
 
 
 # ---- metrics ---------------------------------------------------------------------------
+def active_level(spec: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
+    """Per-clip speech level of log-mel ``(B, F, T)``: the mean over mel bins of the loudest
+    ``fraction`` of frames, ``(B,)``. Unlike the clip mean it does not depend on how much
+    silence pads the clip."""
+    frames = spec.mean(dim=1)
+    k = max(1, int(round(frames.shape[-1] * fraction)))
+    return frames.topk(k, dim=-1).values.mean(dim=-1)
+
+
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Top-1 accuracy; ``target`` is (B,) indices or (B, C) probabilities (argmax taken)."""
     if target.dim() == 2:
@@ -479,6 +496,7 @@ class FinetuneSettings:
     mode: str = "finetune"
     pooling: str = "mean"
     head_dropout: float = 0.0
+    level_norm: bool = False
     layer_decay: float = 0.75
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: Any = None  # audiomae.train.TrainConfig (imported lazily: the model must not need the loop)
@@ -627,6 +645,7 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
         labels=train_set.classes,
         clip_seconds=s.data.clip_seconds,
         head_dropout=s.head_dropout,
+        level_norm=s.level_norm,
     )
     if info.rank == 0:
         origin = s.encoder or f"scratch ({s.preset})"

@@ -17,6 +17,7 @@ writes ``fsdd.md`` (table, per-fold accuracies, settings, command), ``fsdd.json`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -41,10 +42,11 @@ from audiomae.classify import (  # noqa: E402
 )
 from audiomae.config import FeatureConfig, model_preset  # noqa: E402
 from audiomae.features import NormStats  # noqa: E402
-from audiomae.labels import from_pattern, load_clips  # noqa: E402
+from audiomae.labels import Clip, LabelSet, from_pattern, load_clips, pattern_regex  # noqa: E402
 from audiomae.model import AudioMAE  # noqa: E402
 from audiomae.train import TrainConfig, fit  # noqa: E402
 
+FSDD_PATTERN = "{digit}_{speaker}_{take}.wav"
 SETTINGS = {
     "scratch": "(a) from scratch",
     "probe": "(b) linear probe, pretrained",
@@ -66,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--lr-scratch", type=float, default=3e-3)
-    p.add_argument("--lr-finetune", type=float, default=8e-3)
+    p.add_argument("--lr-finetune", type=float, default=4e-3)
     p.add_argument("--lr-probe", type=float, default=1e-2)
     p.add_argument("--layer-decay", type=float, default=0.75)
     p.add_argument("--clip-seconds", type=float, default=0.8)
@@ -79,8 +81,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--freq-warp", type=float, default=0.12, help="max mel-axis stretch (speaker augmentation)"
     )
-    p.add_argument("--gain", type=float, default=0.5, help="max level offset, normalised log-mel units")
+    p.add_argument("--gain", type=float, default=1.0, help="max level offset, normalised log-mel units")
     p.add_argument("--time-stretch", type=float, default=0.0, help="max speaking-rate change")
+    p.add_argument("--time-masks", type=int, default=1, help="SpecAugment time bands (<= 6 frames each)")
+    p.add_argument("--freq-masks", type=int, default=1, help="SpecAugment mel bands (<= 8 bins each)")
+    p.add_argument(
+        "--level-norm", action="store_true", help="classifier shifts each clip's speech level to 0"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (workers fork: CUDA-safe)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="npz of the clips' log-mels (written on first use, read after): skips decoding 2,500 files",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes of --threads each)")
     p.add_argument("--threads", type=int, default=1)
@@ -120,12 +133,12 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         ckpt_every=0,
         tensorboard=False,
         progress=False,
-        device="cpu",
+        device=args.device,
     )
     aug = AugmentConfig(
-        time_masks=1,
+        time_masks=args.time_masks,
         time_width=6,
-        freq_masks=1,
+        freq_masks=args.freq_masks,
         freq_width=8,
         max_shift=5,
         mask_time=args.mask_time,
@@ -137,12 +150,14 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     )
     if setting == "probe":
         torch.manual_seed(args.seed)
-        model = AudioClassifier(pretrained, _STATE["n_classes"], mode="linear_probe")
+        model = AudioClassifier(
+            pretrained, _STATE["n_classes"], mode="linear_probe", level_norm=args.level_norm
+        )
         task = ClassificationTask(model, seed=args.seed, pooled_inputs=True)
         feats = _STATE["probe_feats"]
         ds = torch.utils.data.TensorDataset(feats[tr_idx], y[tr_idx])
         fit(task, ds, None, TrainConfig(lr=args.lr_probe, **common), workdir)
-        model.eval()
+        model.cpu().eval()
         with torch.no_grad():
             logits = model.head_logits(feats[te_idx])
         pred = logits.argmax(-1)
@@ -160,7 +175,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         lr = args.lr_finetune
     spec = fit_spectrogram(raw, encoder)
     torch.manual_seed(args.seed)
-    model = AudioClassifier(encoder, _STATE["n_classes"], mode="finetune")
+    model = AudioClassifier(encoder, _STATE["n_classes"], mode="finetune", level_norm=args.level_norm)
     task = ClassificationTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
@@ -172,9 +187,11 @@ _STATE: dict = {}  # set before workers fork; read-only inside them
 
 
 def _run(item):
-    setting, frac, spk = item
+    """One (args, setting, fraction, test speaker) run; args travel with the item so that one
+    pool can run several variants (benchmarks/fsdd_screen.py)."""
+    args, setting, frac, spk = item
     st = _STATE
-    args, full = st["args"], st["full"]
+    full = st["full"]
     torch.set_num_threads(args.threads)
     train_set, _ = full.split_by("speaker", [spk])
     chosen = {c.path for c in train_set.subsample(frac, seed=args.seed).clips}
@@ -183,6 +200,50 @@ def _run(item):
     with tempfile.TemporaryDirectory() as tmp:
         acc, conf, secs = train_one(args, setting, st["pretrained"], st["raw"], st["y"], tr_idx, te_idx, tmp)
     return setting, frac, spk, len(tr_idx), acc, conf, secs
+
+
+def load_features(args, pretrained: AudioMAE):
+    """(raw log-mels (N, F, T), LabelSet) of every FSDD clip, from ``args.cache`` when it exists.
+
+    The cache holds file names, the clip length and the feature config; a cache made with
+    other settings is an error rather than silently reused."""
+    fcfg = json.dumps(dataclasses.asdict(pretrained.feature_cfg), sort_keys=True)
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            stale = {"names", "classes", "raw", "features", "clip_seconds"} - set(z.files)
+            if stale or str(z["features"]) != fcfg or float(z["clip_seconds"]) != args.clip_seconds:
+                raise ValueError(
+                    f"{cache}: made by another version or with other features or clip length; "
+                    "delete it or pass another --cache"
+                )
+            names, raw = [str(n) for n in z["names"]], torch.from_numpy(z["raw"].astype(np.float32))
+            classes = tuple(str(c) for c in z["classes"])
+        regex = pattern_regex(FSDD_PATTERN)
+        clips = []
+        for name in names:
+            fields = regex.fullmatch(name).groupdict()
+            clips.append(Clip(Path(args.data) / name, (fields["digit"],), tuple(fields.items())))
+        return raw, LabelSet(tuple(clips), classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # README or stray files in the data folder
+        full = from_pattern(args.data, FSDD_PATTERN, label="digit")
+    waves, full = load_clips(full, args.clip_seconds, pretrained.feature_cfg.sample_rate)
+    raw = log_mels(waves, pretrained.feature_cfg, progress=True)
+    if cache is not None:
+        names = np.array([c.path.name for c in full.clips])
+        # float16 keeps 3 significant digits of natural-log mel power: far below the augmentation noise.
+        arrays = dict(names=names, classes=np.array(full.classes), raw=raw.numpy().astype(np.float16))
+        arrays["features"] = np.array(fcfg)
+        arrays["clip_seconds"] = np.array(args.clip_seconds)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write(cache, write)
+    return raw, full
 
 
 def _collect(outcome, results, confusions, bar) -> None:
@@ -224,13 +285,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # README or stray files in the data folder
-        full = from_pattern(args.data, "{digit}_{speaker}_{take}.wav", label="digit")
     pretrained = load_encoder(args)
-    sr = pretrained.feature_cfg.sample_rate
-    waves, full = load_clips(full, args.clip_seconds, sr)
-    raw = log_mels(waves, pretrained.feature_cfg, progress=True)
+    raw, full = load_features(args, pretrained)
     y = full.targets()
     speakers = sorted(set(full.column("speaker")))
     folds = args.folds or speakers
@@ -244,12 +300,14 @@ def main(argv=None) -> dict:
     confusions: dict[str, np.ndarray] = {}
     if "probe" in args.settings:
         # The frozen encoder's pooled features are the same for every fold: compute them once.
-        probe = AudioClassifier(pretrained, len(full.classes), mode="linear_probe")
+        probe = AudioClassifier(
+            pretrained, len(full.classes), mode="linear_probe", level_norm=args.level_norm
+        )
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
     _STATE.update(args=args, pretrained=pretrained, raw=raw, y=y, full=full, n_classes=len(full.classes))
-    plan = [(s, f, spk) for s in args.settings for f in args.fractions for spk in folds]
+    plan = [(args, s, f, spk) for s in args.settings for f in args.fractions for spk in folds]
     # Heavy runs first so that parallel workers finish together.
-    plan.sort(key=lambda p: (p[0] == "probe", -p[1]))
+    plan.sort(key=lambda p: (p[1] == "probe", -p[2]))
     from tqdm import tqdm
 
     bar = tqdm(total=len(plan), desc="runs")

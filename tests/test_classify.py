@@ -7,6 +7,7 @@ from audiomae.classify import (
     AudioClassifier,
     ClassificationTask,
     accuracy,
+    active_level,
     average_precision,
     confusion_matrix,
     mean_average_precision,
@@ -283,3 +284,22 @@ def test_time_stretch_keeps_centre_and_order():
     steps = (out[:, 0, 1:] - out[:, 0, :-1])[inside[:, 1:] & inside[:, :-1]]
     assert (steps > 0).all()  # time still runs forward, at a changed rate
     assert torch.equal(time_stretch(ramp, 0.0), ramp)
+
+
+def test_level_norm_removes_recording_level_and_survives_save(tmp_path):
+    spec = torch.randn(3, N_MELS, FRAMES)
+    spec[:, :, :8] -= 4.0  # leading silence: the level is that of the loud frames
+    level = active_level(spec)
+    assert level.shape == (3,)
+    torch.testing.assert_close(active_level(spec + 2.5), level + 2.5)
+    # More silence padding changes the clip mean but not the speech level.
+    padded = torch.cat([spec, torch.full((3, N_MELS, FRAMES), -6.0)], dim=-1)
+    torch.testing.assert_close(active_level(padded, fraction=0.125), level)
+    clf = AudioClassifier(tiny_encoder(), 4, level_norm=True).eval()
+    torch.testing.assert_close(clf(spec + 1.7).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
+    plain = AudioClassifier(tiny_encoder(), 4).eval()
+    assert not torch.allclose(plain(spec + 1.7).logits, plain(spec).logits, atol=1e-3)
+    clf.save_pretrained(tmp_path / "ckpt")
+    loaded = AudioClassifier.from_pretrained(tmp_path / "ckpt")
+    assert loaded.cfg.level_norm
+    torch.testing.assert_close(loaded(spec + 3.0).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
