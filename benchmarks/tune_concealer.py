@@ -9,7 +9,7 @@ then a fade over P packets into comfort noise), the renderer's band-gain limit (
 shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``,
 shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead of the LPC one
 (``pitch``), no bridge to the packet after the gap (``la1-nb``), an N-packet MAE window (``cN``,
-shipped 24). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
+shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
 (sorted), first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
 """
 
@@ -46,6 +46,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-g0": (1, {}, {"max_gain_db": 0.0}),
     "la1-nb": (1, {"bridge": False}, {}),
     "la1-pitch": (1, {"continuation": "pitch"}, {}),
+    "fp32": (0, {"int8": False}, {}),
+    "la1-fp32": (1, {"int8": False}, {}),
 }
 
 

@@ -8,7 +8,13 @@ from audiomae.config import ModelConfig
 from audiomae.features import NormStats
 from audiomae.model import AudioMAE
 from audiomae.plc import conceal, make_concealer
-from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, lpc_continuation
+from audiomae.plc.mae import (
+    ConcealerConfig,
+    MAEConcealer,
+    PitchGuidedRenderer,
+    int8_copy,
+    lpc_continuation,
+)
 from audiomae.vocoder import Vocoder
 
 P = SAMPLES_PER_PACKET
@@ -272,3 +278,28 @@ def test_known_frames_are_those_whose_window_misses_every_lost_sample():
     # frame 5 reaches 40 samples into the gap, 6-7 are the gap's own, 8 straddles its end and
     # frame 9 (centre 1440) still starts 40 samples before the gap ends
     np.testing.assert_array_equal(unknown, [5, 6, 7, 8, 9])
+
+
+def test_int8_mae_matches_fp32_closely_and_leaves_the_model_alone(parts, monkeypatch):
+    model = parts[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = int8_copy(model)
+    assert q is not model and any("quantized" in type(m).__module__ for m in q.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    _, lossy, lost = lossy_signal(rate=0.2, seed=3)
+    packets = [None if bad else lossy[i * P : (i + 1) * P] for i, bad in enumerate(lost)]
+    c8, c32 = make(parts), make(parts, int8=False)
+    assert c32.model is model and c8.model is not model
+    out8 = np.concatenate([c8.push(p) for p in packets])
+    out32 = np.concatenate([c32.push(p) for p in packets])
+    err = np.sqrt(np.mean((out8 - out32) ** 2)) / np.sqrt(np.mean(out32**2))
+    assert 0 < err < 0.1  # different arithmetic, same concealment
+    # A torch without quantised kernels: fp32 with a warning, not an error.
+    import torch.ao.quantization as tq
+
+    def broken(*a, **k):
+        raise RuntimeError("no quantized engine")
+
+    monkeypatch.setattr(tq, "quantize_dynamic", broken)
+    with pytest.warns(UserWarning, match="int8 MAE unavailable"):
+        assert int8_copy(model) is model

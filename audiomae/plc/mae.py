@@ -69,6 +69,10 @@ class ConcealerConfig:
     bridge: bool = True
     bridge_warp: float = 0.15
     bridge_min_corr: float = 0.5  # needs this normalised correlation with the audio after the gap
+    # Run the MAE's linear layers in int8 (dynamic quantisation, weights per tensor, activations
+    # per call): the MAE pass is ~90% matrix multiplies, which int8 runs ~1.7x faster on x86.
+    # Falls back to fp32 with a warning where the torch build has no quantised kernels.
+    int8: bool = True
 
     def __post_init__(self) -> None:
         if self.context_packets < 4:
@@ -115,7 +119,10 @@ class MAEConcealer(StreamingConcealer):
         self.cfg = cfg = config or ConcealerConfig()
         self.lookahead = int(lookahead)
         # Concealers only read the model, so those built by name share one loaded copy.
-        self.model = (model or _cached_default_model("cpu")).eval()
+        if model is None:
+            self.model = _cached_default_model("cpu", cfg.int8)
+        else:
+            self.model = int8_copy(model.eval()) if cfg.int8 else model.eval()
         if vocoder is None:
             # Measured on dev: phase-anchored Griffin-Lim (copy-synthesis PESQ-WB 3.16) beats the
             # CPU-trained neural vocoder (1.92), and shaping a pitch continuation with the MAE's
@@ -501,9 +508,29 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         return self._griffin_lim(mel, start, stop, audio, known, magnitude, init_audio=guide)
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_default_model(map_location: str) -> AudioMAE:
-    return load_default_plc_model(map_location)
+@functools.lru_cache(maxsize=4)
+def _cached_default_model(map_location: str, int8: bool = False) -> AudioMAE:
+    model = load_default_plc_model(map_location).eval()
+    return int8_copy(model) if int8 else model
+
+
+def int8_copy(model: AudioMAE) -> AudioMAE:
+    """A copy of ``model`` whose ``nn.Linear`` layers run in int8 (CPU inference only); the
+    model itself is untouched. Returns ``model`` unchanged, with a warning, where this torch
+    build cannot quantise."""
+    import warnings
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            # torch marks eager-mode quantisation deprecated in favour of torchao; it still works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    except (ImportError, RuntimeError, AttributeError) as exc:
+        warnings.warn(f"int8 MAE unavailable ({exc}); running it in fp32", stacklevel=2)
+        return model
 
 
 def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE:
