@@ -377,10 +377,12 @@ def render_markdown(args, summary, folds, total, argv) -> str:
             f"{args.batch_size}, {args.warmup} warm-up steps then cosine; lr scratch {args.lr_scratch:g}, "
             f"fine-tune {args.lr_finetune:g} (layer decay {args.layer_decay:g}), probe {args.lr_probe:g}. "
             f"Clips resampled 8 -> 16 kHz, centred in {args.clip_seconds:g} s. Fine-tune and scratch use "
-            f"SpecAugment (1 time band <= 6 frames, 1 mel band <= 8 bins), random shift <= 5 frames, "
+            f"SpecAugment ({args.time_masks} time band(s) <= 6 frames, {args.freq_masks} mel band(s) "
+            "<= 8 bins), random shift <= 5 frames, "
             f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
             f"gain <= {args.gain:g}, and structured patch masking "
-            f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}. "
+            f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}"
+            f"{'; clip level normalised' if args.level_norm else ''}. "
             "Label fractions below 100% are drawn stratified per class.",
             "",
             *lines,

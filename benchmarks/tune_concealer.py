@@ -9,8 +9,11 @@ then a fade over P packets into comfort noise), the renderer's band-gain limit (
 shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``,
 shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead of the LPC one
 (``pitch``), no bridge to the packet after the gap (``la1-nb``), an N-packet MAE window (``cN``,
-shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``). G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data``
-(sorted), first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
+shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``), silence instead of
+comfort noise after long bursts (``cn0``) or comfort noise at N times the background level
+(``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40).
+G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data`` (sorted),
+first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-nb": (1, {"bridge": False}, {}),
     "la1-pitch": (1, {"continuation": "pitch"}, {}),
     "fp32": (0, {"int8": False}, {}),
+    "cn0": (0, {"comfort_noise": False}, {}),
+    "x160": (0, {"fade": 160}, {}),
+    "x80": (0, {"fade": 80}, {}),
+    "n2": (0, {"comfort_gain": 2.0}, {}),
+    "n05": (0, {"comfort_gain": 0.5}, {}),
+    "x20": (0, {"fade": 20}, {}),
+    "la1-x160": (1, {"fade": 160}, {}),
     "la1-fp32": (1, {"int8": False}, {}),
 }
 
