@@ -36,6 +36,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "f1p4": (0, {"fade_packets": 4}, {}),
     "f2p3": (0, {"full_level_packets": 2, "fade_packets": 3}, {}),
     "f0p2": (0, {"full_level_packets": 0}, {}),
+    "f1p1": (0, {"fade_packets": 1}, {}),
+    "f1p3": (0, {"fade_packets": 3}, {}),
     "g0": (0, {}, {"max_gain_db": 0.0}),
     "g6": (0, {}, {"max_gain_db": 6.0}),
     "g12": (0, {}, {"max_gain_db": 12.0}),
