@@ -57,6 +57,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "x80": (0, {"fade": 80}, {}),
     "n2": (0, {"comfort_gain": 2.0}, {}),
     "n05": (0, {"comfort_gain": 0.5}, {}),
+    "n15": (0, {"comfort_gain": 1.5}, {}),
     "x20": (0, {"fade": 20}, {}),
     "la1-x160": (1, {"fade": 160}, {}),
     "la1-fp32": (1, {"int8": False}, {}),
