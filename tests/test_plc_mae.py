@@ -288,7 +288,7 @@ def test_int8_mae_matches_fp32_closely_and_leaves_the_model_alone(parts, monkeyp
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     _, lossy, lost = lossy_signal(rate=0.2, seed=3)
     packets = [None if bad else lossy[i * P : (i + 1) * P] for i, bad in enumerate(lost)]
-    c8, c32 = make(parts), make(parts, int8=False)
+    c8, c32 = make(parts, mae_from_packet=1), make(parts, int8=False, mae_from_packet=1)
     assert c32.model is model and c8.model is not model
     out8 = np.concatenate([c8.push(p) for p in packets])
     out32 = np.concatenate([c32.push(p) for p in packets])
@@ -303,3 +303,28 @@ def test_int8_mae_matches_fp32_closely_and_leaves_the_model_alone(parts, monkeyp
     monkeypatch.setattr(tq, "quantize_dynamic", broken)
     with pytest.warns(UserWarning, match="int8 MAE unavailable"):
         assert int8_copy(model) is model
+
+
+def test_mae_shapes_lost_packets_from_the_configured_burst_position(parts):
+    model, vocoder = parts
+    torch.manual_seed(1)
+    other = AudioMAE(model.cfg, norm=model.norm).eval()  # same shape, different weights
+    _, lossy, _ = lossy_signal(seconds=1.2, rate=0.0)
+    lost = np.zeros(len(lossy) // P, dtype=bool)
+    lost[[20, 30, 31, 32]] = True  # one single loss, one 3-packet burst
+    for i in np.flatnonzero(lost):
+        lossy[i * P : (i + 1) * P] = 0
+
+    def run(m, **cfg):
+        c = MAEConcealer(m, vocoder, config=ConcealerConfig(context_packets=12, **cfg))
+        return conceal(lossy, lost, c)
+
+    a, b = run(model), run(other)  # default: the MAE from the 2nd lost packet of a burst on
+    single, burst_first, burst_rest = slice(20 * P, 21 * P), slice(30 * P, 31 * P), slice(31 * P, 33 * P)
+    np.testing.assert_array_equal(a[single], b[single])
+    np.testing.assert_array_equal(a[burst_first], b[burst_first])
+    assert not np.allclose(a[burst_rest], b[burst_rest])
+    a1, b1 = run(model, mae_from_packet=1), run(other, mae_from_packet=1)
+    assert not np.allclose(a1[single], b1[single])
+    with pytest.raises(ValueError, match="mae_from_packet"):
+        ConcealerConfig(mae_from_packet=0)
