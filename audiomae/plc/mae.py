@@ -18,10 +18,13 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
   received, the continuation is time-warped to arrive in phase with it (the "bridge").
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
   ``fade_packets`` packets, into comfort noise at the speaker's background level.
+* The first lost packet of a burst is rendered from the continuation alone: there the
+  continuation is better than the bundled MAE's prediction, which shapes the packets after it
+  (``mae_from_packet``).
 
-Every call does a bounded amount of work: one MAE pass over ``context_packets`` columns and
-one vocoder pass over ``vocoder_context + 6`` frames per lost packet; a received packet only
-updates ring buffers.
+Every call does a bounded amount of work: at most one MAE pass (int8 by default) over
+``context_packets`` columns and one vocoder pass over ``vocoder_context + 6`` frames per lost
+packet; a received packet only updates ring buffers.
 """
 
 from __future__ import annotations
@@ -486,7 +489,8 @@ class PitchGuidedRenderer(GriffinLimRenderer):
     light, coarse correction scores best: on 12 LibriSpeech train files at ge10b2
     (``benchmarks/tune_concealer.py``) PLCMOS is 3.475 with per-band gains at 3 dB, 3.456 at
     6 dB, 3.440 at 12 dB, 3.512 with 4 band groups at 3 dB, and 3.543 with the MAE ignored
-    (0 dB): a better prediction is what this renderer is waiting for."""
+    (0 dB); the prediction pays off only after the first lost packet of a burst
+    (``ConcealerConfig.mae_from_packet``). A better prediction is what this renderer is waiting for."""
 
     def __init__(
         self,
