@@ -6,7 +6,7 @@
 Each variant changes the shipped concealer (``shipped``, and ``la1`` with one packet of
 lookahead) in one respect, see ``VARIANTS``: burst handling (``fLpP``: L packets at full level,
 then a fade over P packets into comfort noise), the renderer's band-gain limit (``gG`` dB,
-shipped 3; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``,
+shipped 12; ``g0`` ignores the MAE's prediction), gains shared by N groups of mel bands (``bN``,
 shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead of the LPC one
 (``pitch``), no bridge to the packet after the gap (``la1-nb``), an N-packet MAE window (``cN``,
 shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``), silence instead of
@@ -39,8 +39,12 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "f1p1": (0, {"fade_packets": 1}, {}),
     "f1p3": (0, {"fade_packets": 3}, {}),
     "g0": (0, {}, {"max_gain_db": 0.0}),
+    "g3": (0, {}, {"max_gain_db": 3.0}),
     "g6": (0, {}, {"max_gain_db": 6.0}),
     "g12": (0, {}, {"max_gain_db": 12.0}),
+    "la1-g6": (1, {}, {"max_gain_db": 6.0}),
+    "la1-g3": (1, {}, {"max_gain_db": 3.0}),
+    "g24": (0, {}, {"max_gain_db": 24.0}),
     "b1": (0, {}, {"gain_groups": 1}),
     "b80": (0, {}, {"gain_groups": None}),
     "pitch": (0, {"continuation": "pitch"}, {}),
