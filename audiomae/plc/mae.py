@@ -57,14 +57,14 @@ class ConcealerConfig:
     # ge10b2: 160 (10 ms) 2.286 / 3.515, 80 2.337 / 3.533, 40 2.356 / 3.540, 20 2.365 / 3.518.
     fade: int = 40
     # Measured on dev (PLCMOS, 3 files at ge10b2): a quick fade beats holding a prediction at
-    # full level, as in G.711 Appendix I; the first 20 ms of the MAE's guess is worth hearing.
+    # full level, as in G.711 Appendix I; the first 20 ms of the concealment is worth hearing.
     full_level_packets: int = 1  # lost packets rendered at full level before fading (20 ms)
     fade_packets: int = 2  # packets over which a long burst fades into comfort noise
     comfort_noise: bool = True
     # Comfort-noise level relative to the background estimate (10th percentile of packet RMS).
-    # Tuning set, PLCMOS at ge10b2 / ge20b3: 1.0 -> 3.515 / 2.918, 0.5 -> 3.515 / 2.846,
-    # 2.0 -> 3.475 / 2.925, no comfort noise 3.357 / 2.597; noise with the background's
-    # spectrum instead of white: PESQ-WB +0.07 / +0.05 but PLCMOS 3.505 / 2.756 (not kept).
+    # Tuning set (10 ms cross-fade), PLCMOS at ge10b2 / ge20b3: 1.0 -> 3.515 / 2.918, 0.5 ->
+    # 3.515 / 2.846, 2.0 -> 3.475 / 2.925, no comfort noise 3.357 / 2.597; noise with the
+    # background's spectrum instead of white: PESQ-WB +0.07 / +0.05 but PLCMOS 3.505 / 2.756.
     comfort_gain: float = 1.0
     # The MAE shapes lost packets from this position in a burst on; earlier ones render the
     # continuation as it is (and skip the MAE pass). Tuning set, PESQ-WB / PLCMOS at ge10b2 |
