@@ -199,9 +199,11 @@ def test_bridge_follows_the_level_and_gives_up_on_noise(parts):
     bridge = c._bridge(P, louder)
     rms = lambda a: float(np.sqrt(np.mean(a**2)))  # noqa: E731
     assert 1.6 < rms(bridge[-80:]) / rms(bridge[:80]) < 2.2
-    c._cycle = None
     noise = np.random.default_rng(0).standard_normal(P).astype(np.float32) * 0.1
-    assert c._bridge(P, noise) is None  # nothing periodic to land on: keep the plain continuation
+    assert c._bridge(P, noise) is not None  # the default bridges every gap whose end is in view
+    strict = make(parts, lookahead=1, bridge_min_corr=0.5)
+    strict._played = c._played
+    assert strict._bridge(P, noise) is None  # with a threshold: nothing periodic to land on
 
 
 def test_lookahead_bridge_changes_only_gaps_that_end_in_view(parts):
