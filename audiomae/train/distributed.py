@@ -74,7 +74,11 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group. All ranks meet at a barrier first: a rank that tears gloo down
+    while a peer is still finishing its last collective can abort the peer at exit ("terminate
+    called without an active exception", seen once in CI)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
