@@ -316,7 +316,6 @@ def strip_decoder(mae: AudioMAE) -> AudioMAE:
     return mae
 
 
-# ---- metrics ---------------------------------------------------------------------------
 def active_level(spec: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     """Per-clip speech level of log-mel ``(B, F, T)``: the mean over mel bins of the loudest
     ``fraction`` of frames, ``(B,)``. Unlike the clip mean it does not depend on how much
@@ -326,6 +325,7 @@ def active_level(spec: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     return frames.topk(k, dim=-1).values.mean(dim=-1)
 
 
+# ---- metrics ---------------------------------------------------------------------------
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Top-1 accuracy; ``target`` is (B,) indices or (B, C) probabilities (argmax taken)."""
     if target.dim() == 2:

@@ -121,7 +121,8 @@ def main(argv=None) -> dict:
         setting, extra = VARIANTS[name]
         args = run_args(a, extra, 0, setting, 1.0)
         stage1 += [
-            dict(stage=1, variant=name, key=f"{name}", setting=setting, args=args, fold=f) for f in folds
+            dict(stage=1, variant=name, key=name, setting=setting, args=args, fraction=1.0, fold=f)
+            for f in folds
         ]
 
     out = Path(a.out)
@@ -152,8 +153,7 @@ def main(argv=None) -> dict:
         while queue or pending:
             while queue and len(pending) < a.jobs and time.perf_counter() < deadline:
                 item = queue.pop(0)
-                fut = pool.submit(fx._run, (item["args"], item["setting"], 1.0 if item["stage"] == 1
-                                            else item["fraction"], item["fold"]))  # fmt: skip
+                fut = pool.submit(fx._run, (item["args"], item["setting"], item["fraction"], item["fold"]))
                 pending[fut] = item
             if not pending:
                 break
@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
             for fut in finished:
                 item = pending.pop(fut)
                 setting, frac, spk, n_train, acc, _conf, secs = fut.result()
-                done.append({k: v for k, v in item.items()} | {"acc": acc, "secs": secs, "n_train": n_train})
+                done.append(item | {"acc": acc, "secs": secs, "n_train": n_train})
                 elapsed = time.perf_counter() - t0
                 print(f"[{elapsed:5.0f} s] {item['key']:28s} {spk:9s} acc {acc:.3f} ({secs:.0f} s)")
             groups = write()
