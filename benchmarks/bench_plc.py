@@ -1,11 +1,17 @@
 """PLC quality benchmark: every method x loss condition on the LibriSpeech dev subset.
 
     python benchmarks/bench_plc.py [--data ../shared/data/librispeech/dev] [--max-files N]
-        [--methods zero,g711,opus,opus-fec,mae,mae-la1] [--conditions ge05b1.5,ge10b2,ge20b3]
+        [--methods zero,g711,opus,opus-fec,mae,mae-la1,opus+mae,opus+mae-la1]
+        [--conditions ber0,ge05b1.5,ge10b2,ge20b3]
 
 Writes results.csv / results.md / results.png to --out and prints the markdown table
 (PESQ-WB, STOI, PLCMOS, LSD over lost packets; means over files). Traces are seeded per
 file and condition, so every method sees the same losses and reruns are identical.
+
+``ber0`` (no loss) is the reference: the clean files for the concealers that work on received
+audio, the codec alone for the Opus methods (at 64 kb/s Opus coding by itself moves PLCMOS).
+``opus+mae`` runs the MAE concealer on Opus-decoded audio: the like-for-like comparison with
+``opus`` (the same codec with its own PLC).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ def main() -> None:
     parser.add_argument(
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/dev")
     )
-    parser.add_argument("--methods", default="zero,g711,opus,opus-fec,mae,mae-la1")
-    parser.add_argument("--conditions", default="ge05b1.5,ge10b2,ge20b3")
+    parser.add_argument("--methods", default="zero,g711,opus,opus-fec,mae,mae-la1,opus+mae,opus+mae-la1")
+    parser.add_argument("--conditions", default="ber0,ge05b1.5,ge10b2,ge20b3")
     parser.add_argument("--max-files", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--out", default="benchmarks/results/plc")

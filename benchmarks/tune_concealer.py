@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ import torch
 
 from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import run_plc_benchmark
+from audiomae.model import AudioMAE
 from audiomae.plc.base import register_concealer
+from audiomae.plc.baselines import OpusDecodedConcealer
 from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
 
 # name: (lookahead, ConcealerConfig changes, PitchGuidedRenderer changes)
@@ -74,18 +77,36 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "x20": (0, {"fade": 20}, {}),
     "la1-x160": (1, {"fade": 160}, {}),
     "la1-fp32": (1, {"int8": False}, {}),
+    "i4": (0, {}, {"n_iter": 4}),
+    "i16": (0, {}, {"n_iter": 16}),
+    "la1-i4": (1, {}, {"n_iter": 4}),
+    "o8": (0, {"lpc_order": 8}, {}),
+    "o24": (0, {"lpc_order": 24}, {}),
 }
 
 
-def _factory(lookahead: int, config: dict, renderer: dict):
-    def make() -> MAEConcealer:
+def _factory(
+    lookahead: int, config: dict, renderer: dict, on_opus: str | None = None, model: str | None = None
+):
+    def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
         if renderer:
             features = load_default_plc_model().feature_cfg
-            vocoder = PitchGuidedRenderer(features, n_iter=0, **renderer)
-        return MAEConcealer(vocoder=vocoder, lookahead=lookahead, config=ConcealerConfig(**config))
+            vocoder = PitchGuidedRenderer(features, **{"n_iter": 0, **renderer})
+        mae = MAEConcealer(
+            _load_model(model) if model else None,
+            vocoder=vocoder,
+            lookahead=lookahead,
+            config=ConcealerConfig(**config),
+        )
+        return OpusDecodedConcealer(mae, decoder=on_opus) if on_opus else mae
 
     return make
+
+
+@functools.lru_cache
+def _load_model(path: str) -> AudioMAE:
+    return AudioMAE.from_pretrained(path)
 
 
 def main() -> None:
@@ -96,13 +117,20 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=12)
     ap.add_argument("--conditions", default="ge10b2,ge20b3")
     ap.add_argument("--out", default="runs/tune_concealer")
-    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--model", help="a PLC model directory instead of the bundled one")
+    ap.add_argument(
+        "--on-opus",
+        choices=OpusDecodedConcealer.DECODER_MODES,
+        help="conceal Opus-decoded audio (64 kb/s); what the decoder does at a lost packet",
+    )
+    ap.add_argument("--baselines", default="g711,opus,opus-fec", help="methods scored alongside")
+    ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
     args = ap.parse_args()
     torch.set_num_threads(1)
     for name in args.variants:
-        register_concealer(f"mae-{name}", _factory(*VARIANTS[name]))
+        register_concealer(f"mae-{name}", _factory(*VARIANTS[name], on_opus=args.on_opus, model=args.model))
     files = find_audio(args.data)[::20][: args.files]
-    methods = ["g711", "opus", "opus-fec"] + [f"mae-{n}" for n in args.variants]
+    methods = args.baselines.split(",") + [f"mae-{n}" for n in args.variants]
     # One process: the variants are registered here, not in spawned workers.
     rows = run_plc_benchmark(files, methods, args.conditions.split(","), args.out, max_seconds=10, workers=1)
     scores = collections.defaultdict(list)

@@ -283,3 +283,72 @@ def test_registry():
     if importlib.util.find_spec("audiomae.plc.mae") is None:
         with pytest.raises(ValueError, match="audiomae.plc.mae"):
             make_concealer("mae")
+
+
+# -- another concealer on Opus-decoded audio --------------------------------------------------
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_concealer_on_opus_decoded_audio_plays_the_codec_where_packets_arrive(lookahead):
+    from audiomae.plc.baselines import OpusDecodedConcealer
+
+    x = harmonic(1.0)
+    n = x.size // P
+    lost = np.zeros(n, bool)
+    lost[[5, 6, 20, 30, 31, 32]] = True
+    inner = _Arrivals() if lookahead else G711Concealer()
+    wrapped = OpusDecodedConcealer(inner)
+    assert wrapped.lookahead == lookahead
+    y = conceal(apply_loss(x, lost), lost, wrapped, clean=x)
+    assert y.shape == x.shape
+    opus = conceal(apply_loss(x, lost), lost, "opus", clean=x)
+    if not lookahead:
+        # Received packets are the decoder's output (after G.711's recovery overlap-add); the
+        # lost ones are G.711's, not libopus' PLC.
+        for t in range(n):
+            seg = slice(t * P, (t + 1) * P)
+            if not lost[t] and not lost[t - 1]:
+                np.testing.assert_array_equal(y[seg], opus[seg])
+            if lost[t]:
+                assert not np.allclose(y[seg], opus[seg])
+    else:
+        # The inner concealer saw the arrivals of the packet and the one after it.
+        expected = [(not lost[t]) + (t + 1 < n and not lost[t + 1]) for t in range(n)]
+        np.testing.assert_array_equal(y[::P], np.asarray(expected, np.float32) / 2)
+
+
+class _Arrivals(StreamingConcealer):
+    """Lookahead 1; outputs, as a constant packet, half the number of its window's arrivals."""
+
+    lookahead = 1
+
+    def _conceal(self, window):
+        return np.full(P, sum(p is not None for p in window) / 2, np.float32)
+
+
+def test_concealer_on_opus_decoded_audio_needs_the_clean_signal():
+    from audiomae.plc.baselines import OpusDecodedConcealer
+
+    with pytest.raises(ValueError, match="needs the clean signal"):
+        conceal(np.zeros(P * 5, np.float32), np.zeros(5, bool), "opus+g711")
+    with pytest.raises(ValueError, match="inner concealer"):
+        OpusDecodedConcealer(OpusConcealer())
+
+
+def test_oracle_decoder_gives_the_loss_free_decoding_where_packets_arrive():
+    from audiomae.plc.baselines import OpusDecodedConcealer
+
+    x = harmonic(1.0)
+    n = x.size // P
+    lost = np.zeros(n, bool)
+    lost[[5, 6, 20, 30, 31, 32]] = True
+    loss_free = conceal(x, np.zeros(n, bool), "opus", clean=x)
+    y = conceal(apply_loss(x, lost), lost, OpusDecodedConcealer(G711Concealer(), decoder="oracle"), clean=x)
+    for t in range(n):
+        if lost[t]:
+            continue
+        # past G.711's recovery overlap-add (at most a few ms), the packet is the decoder's
+        seg = slice(t * P + P // 2, (t + 1) * P)
+        np.testing.assert_array_equal(y[seg], loss_free[seg])
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        OpusDecodedConcealer(G711Concealer(), decoder="magic")

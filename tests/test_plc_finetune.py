@@ -58,3 +58,38 @@ def test_plc_finetune_learns_and_exports(tmp_path):
     # The stand-alone evaluation reproduces the loop's final validation of the exported model.
     again = evaluate_plc(tmp_path / "export", s)
     assert abs(again["loss"] - res.val["loss"]) < 1e-4 * res.val["loss"]
+
+
+def test_target_weight_counts_the_target_column_more():
+    import pytest
+
+    from audiomae.features import patchify
+
+    torch.manual_seed(0)
+    model = AudioMAE.from_preset("tiny", **TINY)
+    waves = torch.randn(3, 16 * 320, generator=torch.Generator().manual_seed(1)) * 0.1
+    plain = PLCFinetuneTask(model, seed=3)
+    weighted = PLCFinetuneTask(model, seed=3, target_weight=4.0)
+    step = 7
+    torch.manual_seed(0)
+    base, _ = plain.training_step(waves, step)
+    torch.manual_seed(0)
+    heavy, _ = weighted.training_step(waves, step)
+    # The same draw, recomputed by hand: target columns weigh 4, other lost columns 1.
+    from audiomae.train import distributed as dist_utils
+    from audiomae.train.pretrain import derive_seed
+
+    lossy, clean, mask, target = weighted.prepare(
+        waves, derive_seed(3, step, dist_utils.rank()), targets=True
+    )
+    torch.manual_seed(0)
+    out = model(lossy, mask, target=clean)
+    assert torch.isclose(base, out.loss)  # weight 1: the model's own masked MSE
+    err = (out.pred - patchify(clean, model.cfg.patch_f, model.cfg.patch_t)).square().mean(-1)
+    col = torch.arange(err.shape[1]) // model.cfg.grid_f
+    assert mask.mask[torch.arange(3), target * model.cfg.grid_f].all()  # the target is always lost
+    w = mask.mask.float() * torch.where(col[None] == target[:, None], 4.0, 1.0)
+    assert torch.isclose(heavy, (err * w).sum() / w.sum())
+    assert not torch.isclose(heavy, base)
+    with pytest.raises(ValueError, match="target_weight"):
+        PLCFinetuneTask(model, target_weight=0.5)

@@ -173,9 +173,10 @@ def _markdown(table: dict, methods: Sequence[str], conditions: Sequence[str]) ->
     for condition in conditions:
         for method in methods:
             m = table[condition, method]
+            lsd = "-" if np.isnan(m["lsd_lost"]) else f"{m['lsd_lost']:.2f}"  # nothing lost
             lines.append(
                 f"| {condition} | {method} | {m['n']} | {100 * m['loss_rate']:.1f} | {m['pesq']:.3f} | "
-                f"{m['stoi']:.3f} | {m['plcmos']:.3f} | {m['lsd_lost']:.2f} | {m['ms_per_packet']:.3f} |"
+                f"{m['stoi']:.3f} | {m['plcmos']:.3f} | {lsd} | {m['ms_per_packet']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 

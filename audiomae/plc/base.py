@@ -183,7 +183,7 @@ def available_methods() -> list[str]:
 def make_concealer(name: str, **kwargs) -> StreamingConcealer:
     """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
     _load_builtin()
-    if name not in _REGISTRY and name.startswith("mae"):
+    if name not in _REGISTRY and "mae" in name:
         _load_mae()
     if name not in _REGISTRY:
         raise ValueError(f"unknown concealment method {name!r}; available: {', '.join(available_methods())}")

@@ -281,18 +281,112 @@ class OpusConcealer(StreamingConcealer):
         t, n = self.emit_index, len(self._payloads)
         if t >= n:
             raise ValueError(f"packet {t}: the source given to set_source has only {n} packets")
-        frame = SAMPLES_PER_PACKET
-        if window[0] is not None:
-            pcm = self._decoder.decode_float(self._payloads[t], frame)
-        elif self.fec and t + 1 < n and window[1] is not None:
-            pcm = self._decoder.decode_float(self._payloads[t + 1], frame, decode_fec=True)
-        else:
-            # An empty payload asks libopus for its packet-loss concealment.
-            pcm = self._decoder.decode_float(b"", frame)
+        if window[0] is None and self.fec and t + 1 < n and window[1] is not None:
+            pcm = self._decoder.decode_float(self._payloads[t + 1], SAMPLES_PER_PACKET, decode_fec=True)
+            return np.frombuffer(pcm, dtype=np.float32)
+        return self.decode(t, window[0] is not None)
+
+    def decode(self, t: int, received: bool) -> np.ndarray:
+        """Receiver side: decode payload ``t`` (the decoder's own PLC where not ``received``).
+        Calls must follow the stream order: the decoder keeps state across packets."""
+        # An empty payload asks libopus for its packet-loss concealment.
+        pcm = self._decoder.decode_float(self._payloads[t] if received else b"", SAMPLES_PER_PACKET)
         return np.frombuffer(pcm, dtype=np.float32)
+
+
+class OpusDecodedConcealer(StreamingConcealer):
+    """Another concealer (``inner``) run on Opus-decoded audio: the like-for-like comparison with
+    Opus' own PLC (:class:`OpusConcealer`), which always includes the codec's coding.
+
+    The sender encodes ``set_source(clean)`` at ``bitrate``; the receiver decodes each received
+    payload on arrival and plays ``inner``'s concealment, computed from the decoded audio, for
+    the lost ones. ``lookahead`` is ``inner``'s. What the decoder does at a lost packet:
+
+    * ``"plc"`` (a real receiver): runs its own PLC, output discarded, to keep its state in step;
+    * ``"skip"``: nothing, it decodes the next received payload as if it followed directly;
+    * ``"oracle"`` (a diagnostic, not a receiver): decodes the lost payload anyway, so received
+      packets are exactly the loss-free decoding.
+
+    With SILK (libopus at 64 kb/s wideband) the first packet after a loss depends on the
+    decoder's own concealment ("plc") or on stale state ("skip"); "oracle" shows what that costs.
+    """
+
+    requires_source = True
+
+    DECODER_MODES = ("plc", "skip", "oracle", "plc-level")
+
+    def __init__(
+        self, inner: StreamingConcealer, bitrate: int = 64000, complexity: int = 10, decoder: str = "plc"
+    ) -> None:
+        super().__init__()
+        if decoder not in self.DECODER_MODES:
+            raise ValueError(f"decoder must be one of {self.DECODER_MODES}, got {decoder!r}")
+        self.decoder = decoder
+        if inner.requires_source:
+            raise ValueError("the inner concealer must work on received audio alone")
+        self.inner = inner
+        self.lookahead = inner.lookahead
+        self.codec = OpusConcealer(bitrate=bitrate, complexity=complexity)
+        # "plc-level": a second decoder never told about losses gives the recovery packet's level
+        self._shadow = (
+            OpusConcealer(bitrate=bitrate, complexity=complexity) if decoder == "plc-level" else None
+        )
+        self._decoded: dict[int, np.ndarray] = {}
+        self._next = 0
+        self._prev_arrived = True
+
+    def set_source(self, clean: np.ndarray) -> None:
+        self.codec.set_source(clean)
+        if self._shadow is not None:
+            self._shadow._payloads = self.codec._payloads
+        self.reset()
+
+    def _reset(self) -> None:
+        self.codec.reset()
+        if self._shadow is not None:
+            self._shadow.reset()
+        self._prev_arrived = True
+        self.inner.reset()
+        self._decoded.clear()
+        self._next = 0  # next packet to decode, in stream order
+
+    def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
+        if self.codec._payloads is None:
+            raise ValueError(f"{type(self).__name__} simulates the codec: call set_source(clean) first")
+        t, n = self.emit_index, len(self.codec._payloads)
+        # Decode every packet that arrived since the last call (beyond the stream's end: nothing).
+        for j in range(self._next - t, len(window)):
+            arrived = window[j] is not None
+            if t + j < n and (arrived or self.decoder != "skip"):
+                pcm = self.codec.decode(t + j, arrived or self.decoder == "oracle")
+                if self._shadow is not None and arrived:
+                    level = self._shadow.decode(t + j, True)
+                    if not self._prev_arrived:
+                        pcm = _match_level(pcm, level)
+                self._decoded[t + j] = pcm
+            if t + j < n:
+                self._prev_arrived = arrived
+            self._next = t + j + 1
+        decoded = [self._decoded.get(t + j) if p is not None else None for j, p in enumerate(window)]
+        self._decoded.pop(t, None)
+        return self.inner._conceal(decoded)
+
+
+def _match_level(x: np.ndarray, ref: np.ndarray, block: int = 80, max_gain: float = 8.0) -> np.ndarray:
+    """``x`` with each ``block`` of samples raised (never lowered, at most ``max_gain``) to the
+    level of the same block of ``ref``; gains interpolated linearly between block centres."""
+    nb = x.size // block
+
+    def level(a: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.mean(a[: nb * block].astype(np.float64).reshape(nb, block) ** 2, axis=1)) + 1e-9
+
+    gain = np.clip(level(ref) / level(x), 1.0, max_gain)
+    centres = (np.arange(nb) + 0.5) * block
+    return (x * np.interp(np.arange(x.size), centres, gain)).astype(np.float32)
 
 
 register_concealer("zero", ZeroConcealer)
 register_concealer("g711", G711Concealer)
 register_concealer("opus", lambda **kw: OpusConcealer(fec=False, **kw))
 register_concealer("opus-fec", lambda **kw: OpusConcealer(fec=True, **kw))
+register_concealer("opus+g711", lambda **kw: OpusDecodedConcealer(G711Concealer(), **kw))

@@ -79,6 +79,7 @@ class ConcealerConfig:
     # codecs' excitation-domain approach). LibriSpeech train, 12 files (tune_concealer.py),
     # PESQ-WB / PLCMOS at ge10b2: lpc 2.301 / 3.475, pitch 2.274 / 3.383.
     continuation: str = "lpc"
+    lpc_order: int = 16  # of the LPC continuation's synthesis filter
     # With lookahead, a gap whose end is already received is bridged: the continuation is
     # time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio after
     # the gap, and its level moves to that audio's, instead of fading into a cross-fade.
@@ -216,7 +217,9 @@ class MAEConcealer(StreamingConcealer):
             return np.resize(self._last_cycle(), n)
         if self._cont is None or self._cont.size < n:
             size = max(n, 3 * SAMPLES_PER_PACKET)
-            self._cont = lpc_continuation(self._played, self._last_cycle().size, size)
+            self._cont = lpc_continuation(
+                self._played, self._last_cycle().size, size, order=self.cfg.lpc_order
+            )
         return self._cont[:n]
 
     def _bridge(self, n: int, after: np.ndarray) -> np.ndarray | None:
@@ -584,3 +587,17 @@ def _factory(default_lookahead: int):
 register_concealer("mae", _factory(0))
 register_concealer("mae-la1", _factory(1))
 register_concealer("mae-la2", _factory(2))
+
+
+def _on_opus(default_lookahead: int):
+    def make(lookahead: int | None = None, bitrate: int = 64000, **kwargs) -> StreamingConcealer:
+        from audiomae.plc.baselines import OpusDecodedConcealer
+
+        return OpusDecodedConcealer(_factory(default_lookahead)(lookahead, **kwargs), bitrate=bitrate)
+
+    return make
+
+
+# The MAE concealing Opus-decoded audio; "opus" is the same codec with its own PLC.
+register_concealer("opus+mae", _on_opus(0))
+register_concealer("opus+mae-la1", _on_opus(1))

@@ -90,7 +90,13 @@ def zero_lost(wave: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
 class PLCFinetuneTask:
     """Fine-tune an AudioMAE on packet-loss masks. Batches are clean waveforms ``(B, S)``."""
 
-    def __init__(self, model: AudioMAE, masks: PLCMaskSettings | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: AudioMAE,
+        masks: PLCMaskSettings | None = None,
+        seed: int = 0,
+        target_weight: float = 1.0,
+    ) -> None:
         if model.cfg.patch_t * model.feature_cfg.hop_length != SAMPLES_PER_PACKET:
             raise ValueError(
                 "PLC fine-tuning needs one patch column per 20 ms packet "
@@ -101,6 +107,11 @@ class PLCFinetuneTask:
         self.model = model
         self.masks = masks or PLCMaskSettings()
         self.seed = seed
+        if target_weight < 1:
+            raise ValueError(f"target_weight must be >= 1, got {target_weight}")
+        # Loss weight of the target column (the one the concealer renders) relative to the
+        # other masked columns of the window.
+        self.target_weight = float(target_weight)
         self.frontend = LogMel(model.feature_cfg, backend="torch")
 
     def _spec(self, wave: torch.Tensor) -> torch.Tensor:
@@ -112,10 +123,11 @@ class PLCFinetuneTask:
         return spec[..., :t]
 
     def prepare(
-        self, wave: torch.Tensor, seed: int | list[int]
+        self, wave: torch.Tensor, seed: int | list[int], targets: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, MaskResult]:
         """(lossy spec, clean spec, mask) for a batch of clean waves, from a seeded draw: one
-        generator for the batch (``seed: int``) or one per item (a list of seeds)."""
+        generator for the batch (``seed: int``) or one per item (a list of seeds). With
+        ``targets``, a fourth item: each window's target packet (column) index, (B,)."""
         if isinstance(wave, (tuple, list)):
             wave = wave[0]
         n_packets = wave.shape[-1] // SAMPLES_PER_PACKET
@@ -125,16 +137,27 @@ class PLCFinetuneTask:
             rngs = [rng] * wave.shape[0]
         else:
             rngs = [np.random.default_rng(s) for s in seed]
-        lost = np.stack([draw_loss_window(n_packets, self.masks, r)[0] for r in rngs])
-        lost_t = torch.from_numpy(lost).to(wave.device)
+        draws = [draw_loss_window(n_packets, self.masks, r) for r in rngs]
+        lost_t = torch.from_numpy(np.stack([d[0] for d in draws])).to(wave.device)
         clean = self._spec(wave)
         lossy = self._spec(zero_lost(wave, lost_t))
-        return lossy, clean, packet_loss_mask(lost_t, self.model.cfg.grid_f)
+        mask = packet_loss_mask(lost_t, self.model.cfg.grid_f)
+        if targets:
+            return lossy, clean, mask, torch.tensor([d[1] for d in draws], device=wave.device)
+        return lossy, clean, mask
 
     def training_step(self, batch, step: int):
-        lossy, clean, mask = self.prepare(batch, derive_seed(self.seed, step, dist_utils.rank()))
+        seed = derive_seed(self.seed, step, dist_utils.rank())
+        if self.target_weight == 1:
+            lossy, clean, mask = self.prepare(batch, seed)
+            return self.model(lossy, mask, target=clean).loss, {}
+        lossy, clean, mask, target = self.prepare(batch, seed, targets=True)
         out = self.model(lossy, mask, target=clean)
-        return out.loss, {}
+        cfg = self.model.cfg
+        err = (out.pred - patchify(clean, cfg.patch_f, cfg.patch_t)).square().mean(-1)
+        column = torch.arange(err.shape[1], device=err.device) // cfg.grid_f  # time-major patches
+        weight = mask.mask.to(err.dtype) * (1 + (self.target_weight - 1) * (column == target[:, None]))
+        return (err * weight).sum() / weight.sum().clamp_min(1.0), {}
 
     @torch.no_grad()
     def validation_step(self, batch) -> dict[str, float]:
@@ -213,6 +236,7 @@ class PLCSettings:
     out_dir: str = "runs/plc"
     export: str | None = None
     threads: int | None = None
+    target_weight: float = 1.0  # loss weight of the concealer's target column vs other lost ones
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PLCSettings:
@@ -255,7 +279,7 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
     if info.rank == 0:
         src = s.init or f"scratch ({s.preset})"
         print(f"PLC fine-tuning from {src}: {model.num_params() / 1e6:.2f} M params, {len(train)} items")
-    task = PLCFinetuneTask(model, s.masks, seed=s.train.seed)
+    task = PLCFinetuneTask(model, s.masks, seed=s.train.seed, target_weight=s.target_weight)
     result = fit(task, train, val_batches, s.train, s.out_dir, resume)
     if s.export and info.rank == 0:
         AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
