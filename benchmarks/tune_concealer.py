@@ -12,8 +12,10 @@ shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead o
 shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``), silence instead of
 comfort noise after long bursts (``cn0``) or comfort noise at N times the background level
 (``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40).
-G.711, Opus PLC and Opus FEC are scored alongside. Every 20th file of ``--data`` (sorted),
-first 10 s of each; prints mean PESQ-WB and PLCMOS per condition and variant.
+G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
+``--data`` (sorted, ``--every``), first 10 s of each; prints mean PESQ-WB and PLCMOS per
+condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the
+variants on Opus-decoded audio (``OpusDecodedConcealer``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-i4": (1, {}, {"n_iter": 4}),
     "o8": (0, {"lpc_order": 8}, {}),
     "o24": (0, {"lpc_order": 24}, {}),
+    "o32": (0, {"lpc_order": 32}, {}),
+    "la1-o24": (1, {"lpc_order": 24}, {}),
 }
 
 
@@ -115,6 +119,7 @@ def main() -> None:
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/train")
     )
     ap.add_argument("--files", type=int, default=12)
+    ap.add_argument("--every", type=int, default=20, help="take every Nth file of --data (sorted)")
     ap.add_argument("--conditions", default="ge10b2,ge20b3")
     ap.add_argument("--out", default="runs/tune_concealer")
     ap.add_argument("--model", help="a PLC model directory instead of the bundled one")
@@ -129,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in args.variants:
         register_concealer(f"mae-{name}", _factory(*VARIANTS[name], on_opus=args.on_opus, model=args.model))
-    files = find_audio(args.data)[::20][: args.files]
+    files = find_audio(args.data)[:: args.every][: args.files]
     methods = args.baselines.split(",") + [f"mae-{n}" for n in args.variants]
     # One process: the variants are registered here, not in spawned workers.
     rows = run_plc_benchmark(files, methods, args.conditions.split(","), args.out, max_seconds=10, workers=1)

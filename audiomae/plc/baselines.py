@@ -305,7 +305,10 @@ class OpusDecodedConcealer(StreamingConcealer):
     * ``"plc"`` (a real receiver): runs its own PLC, output discarded, to keep its state in step;
     * ``"skip"``: nothing, it decodes the next received payload as if it followed directly;
     * ``"oracle"`` (a diagnostic, not a receiver): decodes the lost payload anyway, so received
-      packets are exactly the loss-free decoding.
+      packets are exactly the loss-free decoding;
+    * ``"reencode"`` (causal ``inner`` only): a local Opus encoder follows the played audio, and
+      the decoder decodes its payload of the concealed packet, so the decoder's state continues
+      from the concealment that was played rather than from its own PLC.
 
     With SILK (libopus at 64 kb/s wideband) the first packet after a loss depends on the
     decoder's own concealment ("plc") or on stale state ("skip"); "oracle" shows what that costs.
@@ -313,7 +316,7 @@ class OpusDecodedConcealer(StreamingConcealer):
 
     requires_source = True
 
-    DECODER_MODES = ("plc", "skip", "oracle", "plc-level")
+    DECODER_MODES = ("plc", "skip", "oracle", "reencode")
 
     def __init__(
         self, inner: StreamingConcealer, bitrate: int = 64000, complexity: int = 10, decoder: str = "plc"
@@ -324,65 +327,70 @@ class OpusDecodedConcealer(StreamingConcealer):
         self.decoder = decoder
         if inner.requires_source:
             raise ValueError("the inner concealer must work on received audio alone")
+        if decoder == "reencode" and inner.lookahead:
+            raise ValueError("decoder='reencode' needs a causal inner concealer (lookahead 0)")
         self.inner = inner
         self.lookahead = inner.lookahead
         self.codec = OpusConcealer(bitrate=bitrate, complexity=complexity)
-        # "plc-level": a second decoder never told about losses gives the recovery packet's level
-        self._shadow = (
-            OpusConcealer(bitrate=bitrate, complexity=complexity) if decoder == "plc-level" else None
-        )
         self._decoded: dict[int, np.ndarray] = {}
         self._next = 0
-        self._prev_arrived = True
 
     def set_source(self, clean: np.ndarray) -> None:
         self.codec.set_source(clean)
-        if self._shadow is not None:
-            self._shadow._payloads = self.codec._payloads
         self.reset()
 
     def _reset(self) -> None:
         self.codec.reset()
-        if self._shadow is not None:
-            self._shadow.reset()
-        self._prev_arrived = True
         self.inner.reset()
         self._decoded.clear()
         self._next = 0  # next packet to decode, in stream order
+        if self.decoder == "reencode":
+            self._encoder = self.codec._new_encoder()
+            # Like the sender, the local encoder gets the played audio advanced by its delay:
+            # ``_skip`` samples still to drop, ``_pending`` samples of the next frame.
+            self._skip = int(self._encoder.lookahead)
+            self._pending = np.zeros(0, dtype=np.float32)
+
+    def _follow(self, played: np.ndarray, lost: bool) -> None:
+        """Feed the local encoder what was played; after a lost packet, decode its payload."""
+        frame = SAMPLES_PER_PACKET
+        drop = min(self._skip, played.size)
+        self._skip -= drop
+        self._pending = np.concatenate([self._pending, played[drop:]])
+        while self._pending.size >= frame:
+            self._encoder.encode_float(self._pending[:frame].tobytes(), frame)
+            self._pending = self._pending[frame:]
+        if lost:
+            # The frame of this packet also holds the encoder's look-ahead into the next one,
+            # not played yet: the inner concealer's continuation of what it played (or the
+            # concealment's mirror image) stands in for it.
+            need = frame - self._pending.size
+            extrapolate = getattr(self.inner, "extrapolate", None)
+            ext = extrapolate(need) if extrapolate else np.resize(played[::-1], need)
+            ext = np.asarray(ext, dtype=np.float32)
+            payload = self._encoder.encode_float(np.concatenate([self._pending, ext]).tobytes(), frame)
+            self.codec._decoder.decode_float(payload, frame)
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._skip = need
 
     def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
         if self.codec._payloads is None:
             raise ValueError(f"{type(self).__name__} simulates the codec: call set_source(clean) first")
         t, n = self.emit_index, len(self.codec._payloads)
+        if self.decoder == "reencode":
+            arrived = window[0] is not None and t < n
+            out = self.inner._conceal([self.codec.decode(t, True) if arrived else None])
+            self._follow(np.clip(np.nan_to_num(np.asarray(out, np.float32)), -1.0, 1.0), not arrived)
+            return out
         # Decode every packet that arrived since the last call (beyond the stream's end: nothing).
         for j in range(self._next - t, len(window)):
             arrived = window[j] is not None
             if t + j < n and (arrived or self.decoder != "skip"):
-                pcm = self.codec.decode(t + j, arrived or self.decoder == "oracle")
-                if self._shadow is not None and arrived:
-                    level = self._shadow.decode(t + j, True)
-                    if not self._prev_arrived:
-                        pcm = _match_level(pcm, level)
-                self._decoded[t + j] = pcm
-            if t + j < n:
-                self._prev_arrived = arrived
+                self._decoded[t + j] = self.codec.decode(t + j, arrived or self.decoder == "oracle")
             self._next = t + j + 1
         decoded = [self._decoded.get(t + j) if p is not None else None for j, p in enumerate(window)]
         self._decoded.pop(t, None)
         return self.inner._conceal(decoded)
-
-
-def _match_level(x: np.ndarray, ref: np.ndarray, block: int = 80, max_gain: float = 8.0) -> np.ndarray:
-    """``x`` with each ``block`` of samples raised (never lowered, at most ``max_gain``) to the
-    level of the same block of ``ref``; gains interpolated linearly between block centres."""
-    nb = x.size // block
-
-    def level(a: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.mean(a[: nb * block].astype(np.float64).reshape(nb, block) ** 2, axis=1)) + 1e-9
-
-    gain = np.clip(level(ref) / level(x), 1.0, max_gain)
-    centres = (np.arange(nb) + 0.5) * block
-    return (x * np.interp(np.arange(x.size), centres, gain)).astype(np.float32)
 
 
 register_concealer("zero", ZeroConcealer)
