@@ -239,6 +239,16 @@ def test_lpc_continuation_continues_a_voiced_signal():
     assert abs(float(y[0]) - float(x[t])) < 2 * step  # joins the history without a seam
 
 
+def test_extrapolate_continues_what_was_played(parts):
+    x = _glide(12 * P, 140.0, 140.0)
+    c = make(parts)
+    for t in range(10):
+        c.push(x[t * P : (t + 1) * P])
+    y = c.extrapolate(P // 2)
+    truth = x[10 * P : 10 * P + P // 2]
+    assert y.shape == (P // 2,) and np.mean((y - truth) ** 2) < 0.05 * np.mean(truth**2)
+
+
 def test_lpc_continuation_edge_cases():
     assert not lpc_continuation(np.zeros(800), 100, P).any()  # silence stays silent
     with pytest.raises(ValueError, match="period"):

@@ -286,6 +286,17 @@ class OpusConcealer(StreamingConcealer):
             return np.frombuffer(pcm, dtype=np.float32)
         return self.decode(t, window[0] is not None)
 
+    def clone_decoder(self):
+        """An independent copy of the decoder in its current state (a libopus decoder state is one
+        block of memory without pointers, so a byte copy is a full copy)."""
+        import ctypes
+
+        from opuslib_next.api import decoder as api
+
+        twin = self._opus.Decoder(SAMPLE_RATE, 1)
+        ctypes.memmove(twin.decoder_state, self._decoder.decoder_state, api.libopus_get_size(1))
+        return twin
+
     def decode(self, t: int, received: bool) -> np.ndarray:
         """Receiver side: decode payload ``t`` (the decoder's own PLC where not ``received``).
         Calls must follow the stream order: the decoder keeps state across packets."""
@@ -306,9 +317,11 @@ class OpusDecodedConcealer(StreamingConcealer):
     * ``"skip"``: nothing, it decodes the next received payload as if it followed directly;
     * ``"oracle"`` (a diagnostic, not a receiver): decodes the lost payload anyway, so received
       packets are exactly the loss-free decoding;
-    * ``"reencode"`` (causal ``inner`` only): a local Opus encoder follows the played audio, and
-      the decoder decodes its payload of the concealed packet, so the decoder's state continues
-      from the concealment that was played rather than from its own PLC.
+    * ``"reencode"``: a local Opus encoder follows the played audio, and the decoder decodes its
+      payload of the concealed packet, so the decoder's state continues from the concealment
+      that was played rather than from its own PLC. With lookahead, the packets after a lost
+      one are shown to ``inner`` as a copy of the decoder running its own PLC would decode
+      them (the concealment they should follow is not made yet).
 
     With SILK (libopus at 64 kb/s wideband) the first packet after a loss depends on the
     decoder's own concealment ("plc") or on stale state ("skip"); "oracle" shows what that costs.
@@ -327,8 +340,6 @@ class OpusDecodedConcealer(StreamingConcealer):
         self.decoder = decoder
         if inner.requires_source:
             raise ValueError("the inner concealer must work on received audio alone")
-        if decoder == "reencode" and inner.lookahead:
-            raise ValueError("decoder='reencode' needs a causal inner concealer (lookahead 0)")
         self.inner = inner
         self.lookahead = inner.lookahead
         self.codec = OpusConcealer(bitrate=bitrate, complexity=complexity)
@@ -350,6 +361,23 @@ class OpusDecodedConcealer(StreamingConcealer):
             # ``_skip`` samples still to drop, ``_pending`` samples of the next frame.
             self._skip = int(self._encoder.lookahead)
             self._pending = np.zeros(0, dtype=np.float32)
+
+    def _conceal_reencoding(self, window: list[np.ndarray | None], t: int, n: int) -> np.ndarray:
+        arrived = [p is not None and t + j < n for j, p in enumerate(window)]
+        view = [self.codec.decode(t, True) if arrived[0] else None]
+        if len(window) > 1:
+            preview = self.codec.clone_decoder()
+            if not arrived[0]:
+                preview.decode_float(b"", SAMPLES_PER_PACKET)
+            for j in range(1, len(window)):
+                if t + j < n:
+                    pcm = preview.decode_float(
+                        self.codec._payloads[t + j] if arrived[j] else b"", SAMPLES_PER_PACKET
+                    )
+                view.append(np.frombuffer(pcm, dtype=np.float32) if arrived[j] else None)
+        out = self.inner._conceal(view)
+        self._follow(np.clip(np.nan_to_num(np.asarray(out, np.float32)), -1.0, 1.0), not arrived[0])
+        return out
 
     def _follow(self, played: np.ndarray, lost: bool) -> None:
         """Feed the local encoder what was played; after a lost packet, decode its payload."""
@@ -378,10 +406,7 @@ class OpusDecodedConcealer(StreamingConcealer):
             raise ValueError(f"{type(self).__name__} simulates the codec: call set_source(clean) first")
         t, n = self.emit_index, len(self.codec._payloads)
         if self.decoder == "reencode":
-            arrived = window[0] is not None and t < n
-            out = self.inner._conceal([self.codec.decode(t, True) if arrived else None])
-            self._follow(np.clip(np.nan_to_num(np.asarray(out, np.float32)), -1.0, 1.0), not arrived)
-            return out
+            return self._conceal_reencoding(window, t, n)
         # Decode every packet that arrived since the last call (beyond the stream's end: nothing).
         for j in range(self._next - t, len(window)):
             arrived = window[j] is not None

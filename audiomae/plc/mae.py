@@ -604,12 +604,10 @@ def _on_opus(default_lookahead: int):
         from audiomae.plc.baselines import OpusDecodedConcealer
 
         inner = _factory(default_lookahead)(lookahead, **kwargs)
-        # Causal: the decoder continues from the re-encoded concealment (tuning set, PLCMOS at
-        # ge05b1.5 / ge10b2 / ge20b3: 3.821 / 3.492 / 2.882 vs 3.753 / 3.419 / 2.815 after the
-        # decoder's own PLC); with lookahead the packet after a gap must be decoded before the
-        # gap is concealed, so the decoder runs its own PLC there.
-        decoder = "plc" if inner.lookahead else "reencode"
-        return OpusDecodedConcealer(inner, bitrate=bitrate, decoder=decoder)
+        # The decoder continues from the re-encoded concealment. Tuning set, PLCMOS at ge05b1.5 /
+        # ge10b2 / ge20b3 (causal): 3.821 / 3.492 / 2.882 vs 3.753 / 3.419 / 2.815 after the
+        # decoder's own PLC.
+        return OpusDecodedConcealer(inner, bitrate=bitrate, decoder="reencode")
 
     return make
 

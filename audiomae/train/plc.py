@@ -122,9 +122,7 @@ class PLCFinetuneTask:
         t = wave.shape[-1] // SAMPLES_PER_PACKET * self.model.cfg.patch_t
         return spec[..., :t]
 
-    def prepare(
-        self, wave: torch.Tensor, seed: int | list[int], targets: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, MaskResult]:
+    def prepare(self, wave: torch.Tensor, seed: int | list[int], targets: bool = False) -> tuple:
         """(lossy spec, clean spec, mask) for a batch of clean waves, from a seeded draw: one
         generator for the batch (``seed: int``) or one per item (a list of seeds). With
         ``targets``, a fourth item: each window's target packet (column) index, (B,)."""
