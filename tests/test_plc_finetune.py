@@ -93,4 +93,3 @@ def test_target_weight_counts_the_target_column_more():
     assert not torch.isclose(heavy, base)
     with pytest.raises(ValueError, match="target_weight"):
         PLCFinetuneTask(model, target_weight=0.5)
-
