@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_METHODS = "zero,g711,opus,opus-fec"
+DEFAULT_METHODS = "zero,g711,opus,opus-fec,mae,mae-la1"
+METHODS_HELP = (
+    "zero, g711, opus, opus-fec, mae, mae-la1, mae-la2, opus+mae, opus+mae-la1, opus+g711 "
+    "(opus* simulate the codec and need --clean)"
+)
 DEFAULT_CONDITIONS = "ge05b1.5,ge10b2,ge20b3"
 
 
@@ -26,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("lossy", help="lossy audio file")
     p.add_argument("--trace", required=True, help="trace file (one 0/1 per 20 ms packet, 1 = lost)")
     p.add_argument("-o", "--output", required=True, help="concealed audio to write")
-    p.add_argument("--method", default="g711", help="concealment method (default g711); see eval-plc --help")
+    p.add_argument("--method", default="mae", help=f"concealment method (default mae): {METHODS_HELP}")
     p.add_argument(
         "--lookahead", type=int, default=None, help="packets of lookahead, for methods that take it"
     )
@@ -38,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="PATH", help="audio files or directories (searched recursively)"
     )
     p.add_argument(
-        "--methods", default=DEFAULT_METHODS, help=f"comma-separated methods (default {DEFAULT_METHODS})"
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated methods (default {DEFAULT_METHODS}) from: {METHODS_HELP}",
     )
     p.add_argument(
         "--conditions",
