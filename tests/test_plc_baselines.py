@@ -350,6 +350,13 @@ def test_oracle_decoder_gives_the_loss_free_decoding_where_packets_arrive():
         # past G.711's recovery overlap-add (at most a few ms), the packet is the decoder's
         seg = slice(t * P + P // 2, (t + 1) * P)
         np.testing.assert_array_equal(y[seg], loss_free[seg])
+    # "skip": the decoder never hears of the loss, so it decodes differently from "plc" only
+    # from the first lost packet on.
+    args = (apply_loss(x, lost), lost)
+    skip = conceal(*args, OpusDecodedConcealer(G711Concealer(), decoder="skip"), clean=x)
+    plc = conceal(*args, OpusDecodedConcealer(G711Concealer(), decoder="plc"), clean=x)
+    np.testing.assert_array_equal(skip[: 5 * P], plc[: 5 * P])
+    assert not np.array_equal(skip[7 * P : 8 * P], plc[7 * P : 8 * P])
     with pytest.raises(ValueError, match="decoder must be one of"):
         OpusDecodedConcealer(G711Concealer(), decoder="magic")
 
