@@ -2,7 +2,8 @@
 
 The main entry points are importable from the top level (loaded on first use, so ``import
 audiomae`` stays light): ``audiomae.conceal``, ``audiomae.make_concealer``, ``audiomae.AudioMAE``,
-``audiomae.AudioClassifier``, ``audiomae.load_audio`` / ``audiomae.save_audio``.
+``audiomae.AudioClassifier``, ``audiomae.load_audio`` / ``audiomae.save_audio``,
+``audiomae.OpusReceiver`` (MAE concealment on a live Opus stream).
 """
 
 from importlib import import_module
@@ -13,6 +14,7 @@ _LAZY = {
     "conceal": "audiomae.plc",
     "make_concealer": "audiomae.plc",
     "available_methods": "audiomae.plc",
+    "OpusReceiver": "audiomae.plc",
     "AudioMAE": "audiomae.model",
     "AudioClassifier": "audiomae.classify",
     "load_audio": "audiomae.audio",

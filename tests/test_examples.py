@@ -48,3 +48,8 @@ def test_finetune_classifier(tmp_path, encoder):
     out = run("finetune_classifier.py", "--steps", "12", "--encoder", encoder, "--out", str(tmp_path / "run"))
     assert "accuracy on the unseen speaker" in out
     assert (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def test_opus_stream():
+    out = run("opus_stream.py")
+    assert "Opus packets" in out and "MAE" in out and "opus PLC" in out

@@ -397,3 +397,44 @@ def test_reencoding_the_concealment_keeps_the_decoders_recovery_closer_to_loss_f
     y = conceal(apply_loss(x, lost), lost, OpusDecodedConcealer(_Arrivals(), decoder="reencode"), clean=x)
     expected = [(not lost[t]) + (t + 1 < n and not lost[t + 1]) for t in range(n)]
     np.testing.assert_array_equal(y[::P], np.asarray(expected, np.float32) / 2)
+
+
+@pytest.mark.parametrize("method", ["opus+mae", "opus+mae-la1"])
+def test_opus_receiver_on_real_payloads_matches_the_simulation(method):
+    from importlib.resources import files
+
+    from audiomae.audio import load_audio
+    from audiomae.plc import make_concealer
+    from audiomae.plc.baselines import OpusReceiver
+
+    x = load_audio(str(files("audiomae") / "assets" / "demo_speech.flac"))[: 60 * P]
+    n = x.size // P
+    lost = np.zeros(n, bool)
+    lost[[10, 11, 25, 40, 41, 42]] = True
+    payloads = OpusConcealer().encode_stream(x)  # what the sender puts on the wire
+    receiver = OpusReceiver(make_concealer(method.removeprefix("opus+")))
+    out = [receiver.push(None if lost[t] else payloads[t]) for t in range(n)]
+    y = np.concatenate(out + [receiver.flush()])[receiver.lookahead * P :][: x.size]
+    expected = conceal(apply_loss(x, lost), lost, method, clean=x)
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_opus_receiver_rejects_bad_payloads():
+    from audiomae.plc.baselines import OpusReceiver
+
+    receiver = OpusReceiver(G711Concealer())
+    receiver.push(OpusConcealer().encode_stream(harmonic(0.02))[0])
+    with pytest.raises(ValueError, match="packet 1: expected a non-empty Opus payload"):
+        receiver.push(b"")
+    with pytest.raises(ValueError, match="packet 1: expected a non-empty Opus payload"):
+        receiver.push(np.zeros(P, np.float32))
+    long_packet = OpusConcealer()._new_encoder().encode_float(np.zeros(2 * P, np.float32).tobytes(), 2 * P)
+    with pytest.raises(ValueError, match="packet 1: decodes to 640 samples"):
+        receiver.push(long_packet)
+    with pytest.raises(ValueError, match="packet 1: not a valid Opus packet"):
+        receiver.push(b"\x03")  # code 3 without its frame-count byte
+    # well-formed but undecodable: concealed as lost, with a warning; the stream goes on
+    with pytest.warns(UserWarning, match="packet 1: the Opus decoder rejects it"):
+        out = receiver.push(b"\x4b\x41")
+    assert out.shape == (P,) and np.isfinite(out).all()
+    assert receiver.push(None).shape == (P,)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, validate_waveform
-from audiomae.plc.base import StreamingConcealer, register_concealer
+from audiomae.plc.base import StreamingConcealer, make_concealer, register_concealer
 
 
 class ZeroConcealer(StreamingConcealer):
@@ -416,6 +416,73 @@ class OpusDecodedConcealer(StreamingConcealer):
         decoded = [self._decoded.get(t + j) if p is not None else None for j, p in enumerate(window)]
         self._decoded.pop(t, None)
         return self.inner._conceal(decoded)
+
+
+class OpusReceiver:
+    """The receiving end of a real Opus stream (16 kHz mono, one 20 ms payload per packet) with
+    the lost packets concealed by ``concealer`` (default: the bundled MAE, causal).
+
+    ``push(payload)`` takes the packet's payload (``None`` if lost) and returns 320 float32
+    samples, delayed by ``concealer.lookahead`` packets; ``flush()`` returns the delayed rest and
+    starts a new stream. The decoder follows the concealment as in
+    ``OpusDecodedConcealer(decoder="reencode")``: a local encoder with the sender's ``bitrate``
+    and ``complexity`` re-encodes what was played.
+    """
+
+    def __init__(
+        self, concealer: StreamingConcealer | None = None, bitrate: int = 64000, complexity: int = 10
+    ) -> None:
+        if concealer is None:
+            concealer = make_concealer("mae")
+        self._stream = OpusDecodedConcealer(
+            concealer, bitrate=bitrate, complexity=complexity, decoder="reencode"
+        )
+        self.lookahead = self._stream.lookahead
+        self._arrived = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)  # stands for "received"
+        self.reset()
+
+    def reset(self) -> None:
+        self._stream.codec._payloads = []
+        self._stream.reset()
+
+    def push(self, payload: bytes | None) -> np.ndarray:
+        payloads = self._stream.codec._payloads
+        if payload is not None and not self._check(payload, len(payloads)):
+            payload = None
+        payloads.append(b"" if payload is None else bytes(payload))
+        return self._stream.push(None if payload is None else self._arrived)
+
+    def flush(self) -> np.ndarray:
+        out = self._stream.flush()
+        self.reset()
+        return out
+
+    def _check(self, payload, t: int) -> bool:
+        """Raise ValueError for what is not a 20 ms Opus packet; False (with a warning) for one
+        the decoder rejects, which is then concealed like a lost packet, as receivers do."""
+        import warnings
+
+        from opuslib_next.api import decoder as api
+
+        codec = self._stream.codec
+        if not isinstance(payload, (bytes, bytearray)) or not payload:
+            raise ValueError(f"packet {t}: expected a non-empty Opus payload (bytes) or None")
+        payload = bytes(payload)
+        try:
+            samples = api.get_nb_samples(codec._decoder.decoder_state, payload, len(payload))
+        except codec._opus.OpusError as exc:
+            raise ValueError(f"packet {t}: not a valid Opus packet ({exc})") from None
+        if samples != SAMPLES_PER_PACKET:
+            raise ValueError(
+                f"packet {t}: decodes to {samples} samples at {SAMPLE_RATE} Hz; expected 20 ms "
+                f"({SAMPLES_PER_PACKET}-sample) packets"
+            )
+        try:  # on a copy: the real decoder decodes it in stream order
+            codec.clone_decoder().decode_float(payload, SAMPLES_PER_PACKET)
+        except codec._opus.OpusError as exc:
+            warnings.warn(f"packet {t}: the Opus decoder rejects it ({exc}); concealed as lost", stacklevel=3)
+            return False
+        return True
 
 
 register_concealer("zero", ZeroConcealer)
