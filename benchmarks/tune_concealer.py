@@ -90,7 +90,12 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
 
 
 def _factory(
-    lookahead: int, config: dict, renderer: dict, on_opus: str | None = None, model: str | None = None
+    lookahead: int,
+    config: dict,
+    renderer: dict,
+    on_opus: str | None = None,
+    model: str | None = None,
+    bitrate: int = 64000,
 ):
     def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
@@ -103,7 +108,7 @@ def _factory(
             lookahead=lookahead,
             config=ConcealerConfig(**config),
         )
-        return OpusDecodedConcealer(mae, decoder=on_opus) if on_opus else mae
+        return OpusDecodedConcealer(mae, decoder=on_opus, bitrate=bitrate) if on_opus else mae
 
     return make
 
@@ -128,12 +133,22 @@ def main() -> None:
         choices=OpusDecodedConcealer.DECODER_MODES,
         help="conceal Opus-decoded audio (64 kb/s); what the decoder does at a lost packet",
     )
+    ap.add_argument("--bitrate", type=int, default=64000, help="Opus bitrate for the opus* methods")
     ap.add_argument("--baselines", default="g711,opus,opus-fec", help="methods scored alongside")
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.bitrate != 64000:  # re-register the Opus methods at this bitrate
+        from audiomae.plc.base import _REGISTRY, available_methods
+
+        available_methods()  # loads every built-in registration
+        for name in ("opus", "opus-fec", "opus+mae", "opus+mae-la1"):
+            register_concealer(name, functools.partial(_REGISTRY[name], bitrate=args.bitrate))
     for name in args.variants:
-        register_concealer(f"mae-{name}", _factory(*VARIANTS[name], on_opus=args.on_opus, model=args.model))
+        register_concealer(
+            f"mae-{name}",
+            _factory(*VARIANTS[name], on_opus=args.on_opus, model=args.model, bitrate=args.bitrate),
+        )
     files = find_audio(args.data)[:: args.every][: args.files]
     methods = args.baselines.split(",") + [f"mae-{n}" for n in args.variants]
     # One process: the variants are registered here, not in spawned workers.
