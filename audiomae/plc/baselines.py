@@ -364,20 +364,34 @@ class OpusDecodedConcealer(StreamingConcealer):
 
     def _conceal_reencoding(self, window: list[np.ndarray | None], t: int, n: int) -> np.ndarray:
         arrived = [p is not None and t + j < n for j, p in enumerate(window)]
-        view = [self.codec.decode(t, True) if arrived[0] else None]
+        # A payload the decoder rejects (libopus leaves its state as it was) counts as lost,
+        # as in any receiver: the concealment, re-encoded, takes its place.
+        view = [self._decode_or_none(self.codec._decoder, t, warn=True) if arrived[0] else None]
         if len(window) > 1:
             preview = self.codec.clone_decoder()
-            if not arrived[0]:
+            if view[0] is None:
                 preview.decode_float(b"", SAMPLES_PER_PACKET)
             for j in range(1, len(window)):
-                if t + j < n:
-                    pcm = preview.decode_float(
-                        self.codec._payloads[t + j] if arrived[j] else b"", SAMPLES_PER_PACKET
-                    )
-                view.append(np.frombuffer(pcm, dtype=np.float32) if arrived[j] else None)
+                pcm = self._decode_or_none(preview, t + j) if arrived[j] else None
+                if pcm is None and t + j < n:
+                    preview.decode_float(b"", SAMPLES_PER_PACKET)
+                view.append(pcm)
         out = self.inner._conceal(view)
-        self._follow(np.clip(np.nan_to_num(np.asarray(out, np.float32)), -1.0, 1.0), not arrived[0])
+        self._follow(np.clip(np.nan_to_num(np.asarray(out, np.float32)), -1.0, 1.0), view[0] is None)
         return out
+
+    def _decode_or_none(self, decoder, t: int, warn: bool = False) -> np.ndarray | None:
+        try:
+            pcm = decoder.decode_float(self.codec._payloads[t], SAMPLES_PER_PACKET)
+        except self.codec._opus.OpusError as exc:
+            if warn:
+                import warnings
+
+                warnings.warn(
+                    f"packet {t}: the Opus decoder rejects it ({exc}); concealed as lost", stacklevel=5
+                )
+            return None
+        return np.frombuffer(pcm, dtype=np.float32)
 
     def _follow(self, played: np.ndarray, lost: bool) -> None:
         """Feed the local encoder what was played; after a lost packet, decode its payload."""
@@ -447,8 +461,8 @@ class OpusReceiver:
 
     def push(self, payload: bytes | None) -> np.ndarray:
         payloads = self._stream.codec._payloads
-        if payload is not None and not self._check(payload, len(payloads)):
-            payload = None
+        if payload is not None:
+            self._check(payload, len(payloads))
         payloads.append(b"" if payload is None else bytes(payload))
         return self._stream.push(None if payload is None else self._arrived)
 
@@ -457,11 +471,9 @@ class OpusReceiver:
         self.reset()
         return out
 
-    def _check(self, payload, t: int) -> bool:
-        """Raise ValueError for what is not a 20 ms Opus packet; False (with a warning) for one
-        the decoder rejects, which is then concealed like a lost packet, as receivers do."""
-        import warnings
-
+    def _check(self, payload, t: int) -> None:
+        """Raise ValueError for what is not a 20 ms Opus packet (one that is well formed but that
+        the decoder rejects is concealed like a lost packet, with a warning, when decoded)."""
         from opuslib_next.api import decoder as api
 
         codec = self._stream.codec
@@ -477,12 +489,6 @@ class OpusReceiver:
                 f"packet {t}: decodes to {samples} samples at {SAMPLE_RATE} Hz; expected 20 ms "
                 f"({SAMPLES_PER_PACKET}-sample) packets"
             )
-        try:  # on a copy: the real decoder decodes it in stream order
-            codec.clone_decoder().decode_float(payload, SAMPLES_PER_PACKET)
-        except codec._opus.OpusError as exc:
-            warnings.warn(f"packet {t}: the Opus decoder rejects it ({exc}); concealed as lost", stacklevel=3)
-            return False
-        return True
 
 
 register_concealer("zero", ZeroConcealer)
