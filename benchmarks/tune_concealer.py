@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument(
         "--on-opus",
         choices=OpusDecodedConcealer.DECODER_MODES,
-        help="conceal Opus-decoded audio (64 kb/s); what the decoder does at a lost packet",
+        help="conceal Opus-decoded audio (at --bitrate); what the decoder does at a lost packet",
     )
     ap.add_argument("--bitrate", type=int, default=64000, help="Opus bitrate for the opus* methods")
     ap.add_argument("--baselines", default="g711,opus,opus-fec", help="methods scored alongside")
