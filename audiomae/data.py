@@ -88,6 +88,8 @@ class AudioDataset(Dataset):
     the centre. ``split``/``val_fraction``: the fixed hash split (see :func:`in_validation`).
     ``cache``: keep decoded audio in memory (None: when the files hold under ``cache_mb``).
     ``return_labels``: items are ``(wave, class_index)`` with classes sorted in ``classes``.
+    ``crops_per_file``: each file appears this many times per epoch, each time with its own
+    random crop (item ``i`` is file ``i % n_files``): large batches over a small corpus.
 
     Unreadable files are reported once (path and reason) and skipped; no readable audio at
     all is a ValueError.
@@ -105,11 +107,15 @@ class AudioDataset(Dataset):
         cache: bool | None = None,
         cache_mb: float = 1024.0,
         return_labels: bool = False,
+        crops_per_file: int = 1,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
         if clip_seconds is not None and clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+        if crops_per_file < 1:
+            raise ValueError(f"crops_per_file must be >= 1, got {crops_per_file}")
+        self.crops_per_file = int(crops_per_file)
         self.sample_rate = sample_rate
         self.clip = None if clip_seconds is None else int(round(clip_seconds * sample_rate))
         self.random_crop = random_crop
@@ -197,10 +203,11 @@ class AudioDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.crops_per_file
 
     def waveform(self, index: int) -> np.ndarray | None:
-        """The whole decoded file (None if it turned out unreadable)."""
+        """The whole decoded file of item ``index`` (None if it turned out unreadable)."""
+        index %= len(self.items)
         if self._cache is not None:
             return self._cache[index]
         return self._decode(self.items[index].path)
@@ -227,7 +234,9 @@ class AudioDataset(Dataset):
                 break
         else:
             raise ValueError("no readable audio left in the dataset")
-        out = torch.from_numpy(np.ascontiguousarray(self.crop(wave, i), dtype=np.float32))
+        # Repeats of a file (crops_per_file > 1) draw their crops from their own seeds.
+        key = i + len(self.items) * (index // len(self.items))
+        out = torch.from_numpy(np.ascontiguousarray(self.crop(wave, key), dtype=np.float32))
         if self.return_labels:
             return out, self.classes.index(self.items[i].label)
         return out

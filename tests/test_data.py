@@ -96,3 +96,15 @@ def test_validation_split_is_fixed_and_disjoint(tmp_path):
     names_v = {it.path.name for it in val.items}
     assert not names_t & names_v and len(names_t | names_v) == 30 and 3 <= len(names_v) <= 18
     assert all(in_validation(root / n, 0.3) for n in names_v)
+
+
+def test_crops_per_file_repeats_files_with_their_own_crops(folder):
+    once = AudioDataset(folder, clip_seconds=0.25, seed=3)
+    ds = AudioDataset(folder, clip_seconds=0.25, seed=3, crops_per_file=4)
+    assert len(ds) == 12
+    assert torch.equal(ds[0], once[0])  # the first round is the plain dataset's
+    crops = [ds[0 + 3 * k] for k in range(4)]  # file a.wav, four times
+    assert all(not torch.equal(crops[0], c) for c in crops[1:])
+    assert all(ds.waveform(i) is ds.waveform(i % 3) for i in range(12))
+    with pytest.raises(ValueError, match="crops_per_file"):
+        AudioDataset(folder, clip_seconds=0.25, crops_per_file=0)

@@ -115,3 +115,18 @@ def test_validation_does_not_depend_on_batching(tmp_path):
         res = fit(task, data, val, toy_config(steps=2, eval_every=2), tmp_path / str(len(sizes) + sizes[0]))
         results.append(res.val["loss"])
     assert max(results) - min(results) < 1e-6 * max(results)
+
+
+def test_time_limit_stops_with_model_checkpoint_and_decayed_lr(tmp_path):
+    task = ToyTask(delay_s=0.02)
+    cfg = toy_config(steps=100_000, warmup_steps=2, time_limit_s=0.5, ckpt_every=0, log_every=1)
+    res = fit(task, ToyData(), None, cfg, tmp_path)
+    assert 3 <= res.steps < 100, res.steps  # ~0.5 s of 20 ms steps
+    assert task.saved == tmp_path / "model"
+    assert CheckpointManager(tmp_path).latest().name == f"step_{res.steps:06d}"
+    lrs = [h["train/lr"] for h in res.history if "train/lr" in h]
+    # Past the warm-up the cosine follows the clock: near its floor at the end, not at step ~25
+    # of 100000.
+    assert lrs[-1] < 0.2 * max(lrs)
+    with pytest.raises(ValueError, match="time_limit_s"):
+        TrainConfig(time_limit_s=0)

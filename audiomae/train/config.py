@@ -41,6 +41,11 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     best_metric: str = "loss"  # key of validation_step's dict; lower is better
+    # Wall-clock budget in seconds for this invocation (None: none). Training stops after the
+    # step that crosses it, with the usual final validation, checkpoint and model; past the
+    # warm-up the cosine follows elapsed time where that runs ahead of the step count, so the
+    # lr has decayed when time runs out (set ``steps`` high to let time decide).
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
@@ -55,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ValueError(f"time_limit_s must be positive, got {self.time_limit_s}")
         if self.keep_last < 1:
             raise ValueError("keep_last must be at least 1")
         if len(self.betas) != 2:

@@ -28,7 +28,8 @@ from audiomae.train.task import Task, default_param_groups
 
 @dataclass(frozen=True)
 class TrainResult:
-    """``train_loss``: mean loss over the last logging window. ``val``: last validation metrics.
+    """``steps``: optimiser steps done (fewer than asked when ``time_limit_s`` stopped the run).
+    ``train_loss``: mean loss over the last logging window. ``val``: last validation metrics.
     ``history``: one dict per logged step (train) and per validation (keys prefixed ``val/``)."""
 
     steps: int
@@ -158,6 +159,16 @@ class _BatchStream:
             if not produced and index == 0:
                 raise ValueError(f"training data produced no batches in epoch {epoch}")
             epoch, index = epoch + 1, 0
+
+
+def _schedule_step(step: int, cfg: TrainConfig, elapsed_s: float) -> int:
+    """The step the lr schedule is read at: ``step``, or under a time limit (past the warm-up)
+    the point of the cosine that the elapsed share of the time budget has reached, if later."""
+    if cfg.time_limit_s is None or step < cfg.warmup_steps:
+        return step
+    share = min(1.0, elapsed_s / cfg.time_limit_s)
+    by_time = cfg.warmup_steps + int(share * (cfg.steps - cfg.warmup_steps))
+    return min(max(step, by_time), cfg.steps - 1)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -323,8 +334,10 @@ def fit(
     window_t, window_steps, window_loss, window_metrics = time.perf_counter(), 0, 0.0, {}
     last_loss, last_val = float("nan"), {}
     model.train()
+    done = start_step
     for step in range(start_step, cfg.steps):
-        lr = schedule.apply(step)
+        elapsed = time.perf_counter() - t0
+        lr = schedule.apply(_schedule_step(step, cfg, elapsed))
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
@@ -352,11 +365,13 @@ def fit(
         if ema is not None:
             ema.update(model)
         done = step + 1
+        out_of_time = cfg.time_limit_s is not None and time.perf_counter() - t0 >= cfg.time_limit_s
+        last = done == cfg.steps or out_of_time
         window_steps += 1
         window_loss += step_loss
         bar.update(1)
 
-        if (cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps:
+        if (cfg.log_every and done % cfg.log_every == 0) or last:
             now = time.perf_counter()
             last_loss = window_loss / window_steps
             record = {
@@ -374,7 +389,7 @@ def fit(
             window_t, window_steps, window_loss, window_metrics = now, 0, 0.0, {}
 
         is_best = False
-        if main and val_batches and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+        if main and val_batches and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             last_val = validate()
             log({"step": done, **{f"val/{k}": v for k, v in last_val.items()}})
             metric = last_val.get(cfg.best_metric)
@@ -393,7 +408,7 @@ def fit(
                 plot_fn(to_device(plot_batch, device), out_dir / "plots" / f"step_{done:06d}.png")
             model.train()
 
-        if main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
+        if main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or last):
             state = {
                 "step": done,
                 "optimizer": optimizer.state_dict(),
@@ -406,6 +421,10 @@ def fit(
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
             }
             ckpt.save(done, model.state_dict(), state, best=is_best)
+        if out_of_time:
+            if main:
+                print(f"time limit of {cfg.time_limit_s:g} s reached after {done} steps")
+            break
     bar.close()
 
     if main:
@@ -415,7 +434,7 @@ def fit(
         writer.close()
     dist_utils.barrier()
     return TrainResult(
-        steps=cfg.steps,
+        steps=done,
         train_loss=last_loss,
         val=last_val,
         best_metric=best,

@@ -282,7 +282,12 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
     if s.export and info.rank == 0:
         AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
             s.export,
-            extra={"plc": dataclasses.asdict(s.masks), "context_packets": s.context_packets, "init": s.init},
+            extra={
+                "plc": dataclasses.asdict(s.masks),
+                "context_packets": s.context_packets,
+                "init": s.init,
+                "steps": result.steps,
+            },
         )
     return result
 

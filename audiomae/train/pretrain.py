@@ -165,6 +165,9 @@ class DataSettings:
     norm_files: int = 64
     synthetic_items: int = 256
     fallback_synthetic: bool = False
+    # Training items per file and epoch, each its own random crop: lets a large batch (one
+    # GPU) draw from a small corpus. 1: each file once per epoch.
+    crops_per_file: int = 1
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ def _datasets(d: DataSettings, sr: int, seed: int) -> tuple[Dataset, Dataset]:
     val = _val_dataset(d, sr, seed, train_src)
     if train_src == "synthetic":
         return SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed), val
-    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed)
+    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed, crops_per_file=d.crops_per_file)
     if d.val is not None:
         return AudioDataset(train_src, **common), val
     return AudioDataset(train_src, split="train", val_fraction=d.val_fraction, **common), val
@@ -318,7 +321,7 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
     result = fit(task, train, val_batches, s.train, s.out_dir, resume=resume)
     if s.export and info.rank == 0:
         AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
-            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": s.train.steps}}
+            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": result.steps}}
         )
     return result
 
