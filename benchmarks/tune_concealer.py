@@ -15,7 +15,9 @@ comfort noise after long bursts (``cn0``) or comfort noise at N times the backgr
 G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
 ``--data`` (sorted, ``--every``), first 10 s of each; prints mean PESQ-WB and PLCMOS per
 condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the
-variants on Opus-decoded audio (``OpusDecodedConcealer``).
+variants on Opus-decoded audio (``OpusDecodedConcealer``). ``--oracle`` gives each variant the
+clean signal's log-mel in place of the MAE's prediction: what a perfect PLC model would score
+with that variant's renderer settings (the headroom a better model can reach).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiomae.audio import SAMPLES_PER_PACKET
 from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import run_plc_benchmark
 from audiomae.model import AudioMAE
@@ -57,6 +60,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "g24": (0, {}, {"max_gain_db": 24.0}),
     "b1": (0, {}, {"gain_groups": 1}),
     "b80": (0, {}, {"gain_groups": None}),
+    "b8": (0, {}, {"gain_groups": 8}),
+    "b16": (0, {}, {"gain_groups": 16}),
     "pitch": (0, {"continuation": "pitch"}, {}),
     "c16": (0, {"context_packets": 16}, {}),
     "c40": (0, {"context_packets": 40}, {}),
@@ -89,6 +94,31 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
 }
 
 
+class OracleConcealer(MAEConcealer):
+    """A diagnostic, not a concealer: the MAE's prediction is replaced by the log-mel of the
+    clean signal (given through ``set_source``) over the same window."""
+
+    requires_source = True
+
+    def set_source(self, clean: np.ndarray) -> None:
+        self._clean = clean
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._packet = -1
+
+    def _conceal(self, window):
+        self._packet += 1  # the packet this call answers for
+        return super()._conceal(window)
+
+    def predict_logmel(self, wave, lost, columns=None):
+        start = (self._packet - len(self._hist_lost)) * SAMPLES_PER_PACKET
+        true = np.zeros(wave.size, dtype=np.float32)
+        src = self._clean[max(0, start) : start + wave.size]
+        true[max(0, -start) : max(0, -start) + src.size] = src
+        return self.frontend(torch.from_numpy(true).unsqueeze(0))
+
+
 def _factory(
     lookahead: int,
     config: dict,
@@ -96,13 +126,14 @@ def _factory(
     on_opus: str | None = None,
     model: str | None = None,
     bitrate: int = 64000,
+    oracle: bool = False,
 ):
     def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
         if renderer:
             features = load_default_plc_model().feature_cfg
             vocoder = PitchGuidedRenderer(features, **{"n_iter": 0, **renderer})
-        mae = MAEConcealer(
+        mae = (OracleConcealer if oracle else MAEConcealer)(
             _load_model(model) if model else None,
             vocoder=vocoder,
             lookahead=lookahead,
@@ -136,7 +167,10 @@ def main() -> None:
     ap.add_argument("--bitrate", type=int, default=64000, help="Opus bitrate for the opus* methods")
     ap.add_argument("--baselines", default="g711,opus,opus-fec", help="methods scored alongside")
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--oracle", action="store_true", help="the true log-mel in place of the MAE's prediction")
     args = ap.parse_args()
+    if args.oracle and args.on_opus:
+        ap.error("--oracle applies to uncoded audio only")
     torch.set_num_threads(1)
     if args.bitrate != 64000:  # re-register the Opus methods at this bitrate
         from audiomae.plc.base import _REGISTRY, available_methods
@@ -147,10 +181,16 @@ def main() -> None:
     for name in args.variants:
         register_concealer(
             f"mae-{name}",
-            _factory(*VARIANTS[name], on_opus=args.on_opus, model=args.model, bitrate=args.bitrate),
+            _factory(
+                *VARIANTS[name],
+                on_opus=args.on_opus,
+                model=args.model,
+                bitrate=args.bitrate,
+                oracle=args.oracle,
+            ),
         )
     files = find_audio(args.data)[:: args.every][: args.files]
-    methods = args.baselines.split(",") + [f"mae-{n}" for n in args.variants]
+    methods = [m for m in args.baselines.split(",") if m] + [f"mae-{n}" for n in args.variants]
     # One process: the variants are registered here, not in spawned workers.
     rows = run_plc_benchmark(files, methods, args.conditions.split(","), args.out, max_seconds=10, workers=1)
     scores = collections.defaultdict(list)

@@ -68,3 +68,36 @@ def test_fsdd_feature_cache_round_trip_and_screen(tmp_path):
     stage2 = [k for k, g in groups.items() if g["stage"] == 2]
     assert len(stage2) == 4 and all(k.endswith("/seed1") for k in stage2)
     assert "| base |" in (tmp_path / "screen" / "screen.md").read_text()
+
+
+def test_tune_concealer_oracle_sees_the_clean_log_mel_of_its_window():
+    import numpy as np
+    import torch
+
+    from audiomae.plc import conceal
+
+    tune = _script("tune_concealer")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    clean = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    clean += 0.01 * rng.standard_normal(clean.size).astype(np.float32)
+    lost = np.zeros(100, dtype=bool)
+    lost[[30, 31, 32, 70]] = True
+    seen = []
+
+    class Probe(tune.OracleConcealer):
+        def predict_logmel(self, wave, lost, columns=None):
+            mel = super().predict_logmel(wave, lost, columns)
+            seen.append((self._packet, wave.size, mel))
+            return mel
+
+    oracle = Probe(config=tune.ConcealerConfig(mae_from_packet=1))
+    lossy = clean.copy()
+    lossy[np.repeat(lost, 320)[: clean.size]] = 0
+    out = conceal(lossy, lost, oracle, clean=clean)
+    assert out.shape == clean.shape and np.isfinite(out).all()
+    assert [p for p, _, _ in seen][:3] == [30, 31, 32]
+    packet, size, mel = seen[0]
+    start = (packet + 2) * 320 - size  # the window ends one (unknown) packet after the target
+    expect = oracle.frontend(torch.from_numpy(clean[start : start + size]).unsqueeze(0))
+    torch.testing.assert_close(mel, expect)
