@@ -38,6 +38,7 @@ from audiomae.plc.base import register_concealer
 from audiomae.plc.baselines import OpusDecodedConcealer
 from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
 
+_TRUST = {"gain_groups": None, "max_gain_db": 24.0}
 # name: (lookahead, ConcealerConfig changes, PitchGuidedRenderer changes)
 VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "shipped": (0, {}, {}),
@@ -91,6 +92,10 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "o24": (0, {"lpc_order": 24}, {}),
     "o32": (0, {"lpc_order": 32}, {}),
     "la1-o24": (1, {"lpc_order": 24}, {}),
+    # Trusting the prediction fully: from the first lost packet, one gain per mel band up to
+    # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
+    "trust": (0, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, _TRUST),
+    "la1-trust": (1, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, _TRUST),
 }
 
 
