@@ -96,9 +96,6 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
     "trust": (0, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, _TRUST),
     "la1-trust": (1, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, _TRUST),
-}, {**_TRUST, "gain_power": 0.5}),
-    "la1-trust-p05": (1, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, {**_TRUST, "gain_power": 0.5}),
-    "p05": (0, {}, {"gain_power": 0.5}),
 }
 
 
