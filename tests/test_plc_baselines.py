@@ -392,7 +392,7 @@ def test_reencoding_the_concealment_keeps_the_decoders_recovery_closer_to_loss_f
     for t in range(30, 40):
         received = t != 33
         a = codec.decode(t, received)
-        b = np.frombuffer(twin.decode_float(codec._payloads[t] if received else b"", P), np.float32)
+        b = np.frombuffer(twin.decode_float(codec.payloads[t] if received else b"", P), np.float32)
         np.testing.assert_array_equal(a, b)
     y = conceal(apply_loss(x, lost), lost, OpusDecodedConcealer(_Arrivals(), decoder="reencode"), clean=x)
     expected = [(not lost[t]) + (t + 1 < n and not lost[t + 1]) for t in range(n)]
@@ -428,7 +428,7 @@ def test_opus_receiver_rejects_bad_payloads():
         receiver.push(b"")
     with pytest.raises(ValueError, match="packet 1: expected a non-empty Opus payload"):
         receiver.push(np.zeros(P, np.float32))
-    long_packet = OpusConcealer()._new_encoder().encode_float(np.zeros(2 * P, np.float32).tobytes(), 2 * P)
+    long_packet = OpusConcealer().new_encoder().encode_float(np.zeros(2 * P, np.float32).tobytes(), 2 * P)
     with pytest.raises(ValueError, match="packet 1: decodes to 640 samples"):
         receiver.push(long_packet)
     with pytest.raises(ValueError, match="packet 1: not a valid Opus packet"):

@@ -210,6 +210,10 @@ class OpusConcealer(StreamingConcealer):
     The encoder's algorithmic delay (``codec_delay`` samples, 104 = 6.5 ms at 16 kHz in
     libopus 1.6) is removed by feeding the encoder a signal advanced by that much, so decoded
     packet ``t`` lines up sample for sample with input packet ``t`` and PESQ is fair.
+
+    For receivers built on it (:class:`OpusDecodedConcealer`, :class:`OpusReceiver`):
+    ``payloads`` (the stream, one payload per packet), ``decoder`` (the libopus decoder, stateful:
+    decode in stream order), ``new_encoder()`` (an encoder with the sender's settings).
     """
 
     requires_source = True
@@ -230,10 +234,11 @@ class OpusConcealer(StreamingConcealer):
         self.packet_loss_perc = int(packet_loss_perc)
         self.complexity = int(complexity)
         self.lookahead = 1 if self.fec else 0
-        self._decoder = self._opus.Decoder(SAMPLE_RATE, 1)
-        self._payloads: list[bytes] | None = None
+        self.decoder = self._opus.Decoder(SAMPLE_RATE, 1)
+        self.payloads: list[bytes] | None = None
 
-    def _new_encoder(self):
+    def new_encoder(self):
+        """A fresh libopus encoder with this codec's settings (bitrate, complexity, FEC)."""
         enc = self._opus.Encoder(SAMPLE_RATE, 1, self._opus.APPLICATION_VOIP)
         enc.bitrate = self.bitrate
         enc.complexity = self.complexity
@@ -246,14 +251,14 @@ class OpusConcealer(StreamingConcealer):
     @property
     def codec_delay(self) -> int:
         """The encoder's algorithmic delay in samples (its OPUS_GET_LOOKAHEAD)."""
-        return int(self._new_encoder().lookahead)
+        return int(self.new_encoder().lookahead)
 
     def encode_stream(self, clean: np.ndarray) -> list[bytes]:
         """Sender side: one Opus payload per packet of ``clean`` ``(S,)``, delay-compensated."""
         x = validate_waveform(clean, "clean")
         if x.ndim != 1:
             raise ValueError(f"clean: expected mono audio of shape (samples,), got {x.shape}")
-        enc = self._new_encoder()
+        enc = self.new_encoder()
         delay = int(enc.lookahead)
         n = math.ceil(x.size / SAMPLES_PER_PACKET)
         advanced = np.zeros(n * SAMPLES_PER_PACKET + delay, dtype=np.float32)
@@ -266,23 +271,23 @@ class OpusConcealer(StreamingConcealer):
 
     def set_source(self, clean: np.ndarray) -> None:
         """Encode the sender's signal; then push one packet (or None if lost) per payload."""
-        self._payloads = self.encode_stream(clean)
+        self.payloads = self.encode_stream(clean)
         self.reset()
 
     def _reset(self) -> None:
-        self._decoder.reset_state()
+        self.decoder.reset_state()
 
     def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
-        if self._payloads is None:
+        if self.payloads is None:
             raise ValueError(
                 "OpusConcealer simulates the codec and needs the sender's signal: call "
                 "set_source(clean) first (conceal(..., clean=...) does this)"
             )
-        t, n = self.emit_index, len(self._payloads)
+        t, n = self.emit_index, len(self.payloads)
         if t >= n:
             raise ValueError(f"packet {t}: the source given to set_source has only {n} packets")
         if window[0] is None and self.fec and t + 1 < n and window[1] is not None:
-            pcm = self._decoder.decode_float(self._payloads[t + 1], SAMPLES_PER_PACKET, decode_fec=True)
+            pcm = self.decoder.decode_float(self.payloads[t + 1], SAMPLES_PER_PACKET, decode_fec=True)
             return np.frombuffer(pcm, dtype=np.float32)
         return self.decode(t, window[0] is not None)
 
@@ -294,14 +299,14 @@ class OpusConcealer(StreamingConcealer):
         from opuslib_next.api import decoder as api
 
         twin = self._opus.Decoder(SAMPLE_RATE, 1)
-        ctypes.memmove(twin.decoder_state, self._decoder.decoder_state, api.libopus_get_size(1))
+        ctypes.memmove(twin.decoder_state, self.decoder.decoder_state, api.libopus_get_size(1))
         return twin
 
     def decode(self, t: int, received: bool) -> np.ndarray:
         """Receiver side: decode payload ``t`` (the decoder's own PLC where not ``received``).
         Calls must follow the stream order: the decoder keeps state across packets."""
         # An empty payload asks libopus for its packet-loss concealment.
-        pcm = self._decoder.decode_float(self._payloads[t] if received else b"", SAMPLES_PER_PACKET)
+        pcm = self.decoder.decode_float(self.payloads[t] if received else b"", SAMPLES_PER_PACKET)
         return np.frombuffer(pcm, dtype=np.float32)
 
 
@@ -356,7 +361,7 @@ class OpusDecodedConcealer(StreamingConcealer):
         self._decoded.clear()
         self._next = 0  # next packet to decode, in stream order
         if self.decoder == "reencode":
-            self._encoder = self.codec._new_encoder()
+            self._encoder = self.codec.new_encoder()
             # Like the sender, the local encoder gets the played audio advanced by its delay:
             # ``_skip`` samples still to drop, ``_pending`` samples of the next frame.
             self._skip = int(self._encoder.lookahead)
@@ -366,7 +371,7 @@ class OpusDecodedConcealer(StreamingConcealer):
         arrived = [p is not None and t + j < n for j, p in enumerate(window)]
         # A payload the decoder rejects (libopus leaves its state as it was) counts as lost,
         # as in any receiver: the concealment, re-encoded, takes its place.
-        view = [self._decode_or_none(self.codec._decoder, t, warn=True) if arrived[0] else None]
+        view = [self._decode_or_none(self.codec.decoder, t, warn=True) if arrived[0] else None]
         if len(window) > 1:
             preview = self.codec.clone_decoder()
             if view[0] is None:
@@ -382,7 +387,7 @@ class OpusDecodedConcealer(StreamingConcealer):
 
     def _decode_or_none(self, decoder, t: int, warn: bool = False) -> np.ndarray | None:
         try:
-            pcm = decoder.decode_float(self.codec._payloads[t], SAMPLES_PER_PACKET)
+            pcm = decoder.decode_float(self.codec.payloads[t], SAMPLES_PER_PACKET)
         except self.codec._opus.OpusError as exc:
             if warn:
                 import warnings
@@ -411,14 +416,14 @@ class OpusDecodedConcealer(StreamingConcealer):
             ext = extrapolate(need) if extrapolate else np.resize(played[::-1], need)
             ext = np.asarray(ext, dtype=np.float32)
             payload = self._encoder.encode_float(np.concatenate([self._pending, ext]).tobytes(), frame)
-            self.codec._decoder.decode_float(payload, frame)
+            self.codec.decoder.decode_float(payload, frame)
             self._pending = np.zeros(0, dtype=np.float32)
             self._skip = need
 
     def _conceal(self, window: list[np.ndarray | None]) -> np.ndarray:
-        if self.codec._payloads is None:
+        if self.codec.payloads is None:
             raise ValueError(f"{type(self).__name__} simulates the codec: call set_source(clean) first")
-        t, n = self.emit_index, len(self.codec._payloads)
+        t, n = self.emit_index, len(self.codec.payloads)
         if self.decoder == "reencode":
             return self._conceal_reencoding(window, t, n)
         # Decode every packet that arrived since the last call (beyond the stream's end: nothing).
@@ -456,11 +461,11 @@ class OpusReceiver:
         self.reset()
 
     def reset(self) -> None:
-        self._stream.codec._payloads = []
+        self._stream.codec.payloads = []
         self._stream.reset()
 
     def push(self, payload: bytes | None) -> np.ndarray:
-        payloads = self._stream.codec._payloads
+        payloads = self._stream.codec.payloads
         if payload is not None:
             self._check(payload, len(payloads))
         payloads.append(b"" if payload is None else bytes(payload))
@@ -481,7 +486,7 @@ class OpusReceiver:
             raise ValueError(f"packet {t}: expected a non-empty Opus payload (bytes) or None")
         payload = bytes(payload)
         try:
-            samples = api.get_nb_samples(codec._decoder.decoder_state, payload, len(payload))
+            samples = api.get_nb_samples(codec.decoder.decoder_state, payload, len(payload))
         except codec._opus.OpusError as exc:
             raise ValueError(f"packet {t}: not a valid Opus packet ({exc})") from None
         if samples != SAMPLES_PER_PACKET:
