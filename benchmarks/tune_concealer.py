@@ -92,6 +92,17 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "o24": (0, {"lpc_order": 24}, {}),
     "o32": (0, {"lpc_order": 32}, {}),
     "la1-o24": (1, {"lpc_order": 24}, {}),
+    "ns33": (0, {"noise_step": 0.33}, {}),
+    "ns33-f2p3": (0, {"noise_step": 0.33, "full_level_packets": 2, "fade_packets": 3}, {}),
+    "ns50-f2p3": (0, {"noise_step": 0.5, "full_level_packets": 2, "fade_packets": 3}, {}),
+    "ns20-f3p3": (0, {"noise_step": 0.2, "full_level_packets": 3, "fade_packets": 3}, {}),
+    "ns50": (0, {"noise_step": 0.5}, {}),
+    "ns100": (0, {"noise_step": 1.0}, {}),
+    "ns100-f2p3": (0, {"noise_step": 1.0, "full_level_packets": 2, "fade_packets": 3}, {}),
+    "ns50-f2p4": (0, {"noise_step": 0.5, "full_level_packets": 2, "fade_packets": 4}, {}),
+    "ns50-f1p3": (0, {"noise_step": 0.5, "fade_packets": 3}, {}),
+    "la1-ns50": (1, {"noise_step": 0.5}, {}),
+    "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     # Trusting the prediction fully: from the first lost packet, one gain per mel band up to
     # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
     "trust": (0, {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}, _TRUST),

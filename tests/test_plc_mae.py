@@ -109,8 +109,9 @@ def test_long_burst_fades_to_comfort_noise(parts):
     n = len(x) // P
     lost = np.zeros(n, bool)
     lost[30:90] = True
-    out = conceal(x, lost, make(parts))
-    cfg = ConcealerConfig()
+    concealer = make(parts)
+    out = conceal(x, lost, concealer)
+    cfg = concealer.cfg  # the defaults resolved for this lookahead
     deep = out[(30 + cfg.full_level_packets + cfg.fade_packets + 2) * P : 90 * P]
     background = np.percentile([np.sqrt(np.mean(x[i * P : (i + 1) * P] ** 2)) for i in range(30)], 10)
     level = np.sqrt(np.mean(deep**2))
@@ -247,6 +248,41 @@ def test_extrapolate_continues_what_was_played(parts):
     y = c.extrapolate(P // 2)
     truth = x[10 * P : 10 * P + P // 2]
     assert y.shape == (P // 2,) and np.mean((y - truth) ** 2) < 0.05 * np.mean(truth**2)
+
+
+def test_lpc_continuation_noise_mix():
+    x = _glide(4000, 140.0, 140.0) + 0.002 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    h, period = x[2200:3000], round(16000 / 140)
+    pure = lpc_continuation(h, period, 3 * P)
+    np.testing.assert_array_equal(lpc_continuation(h, period, 3 * P, noise_mix=0.0), pure)
+    mixed = lpc_continuation(h, period, 3 * P, noise_mix=0.5, rng=np.random.default_rng(1))
+    again = lpc_continuation(h, period, 3 * P, noise_mix=0.5, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(mixed, again)
+    assert 0.5 < np.sqrt(np.mean(mixed**2) / np.mean(pure**2)) < 2.0  # about the same level
+
+    def periodicity(y):  # normalised autocorrelation at the pitch period
+        a, b = y[period:].astype(np.float64), y[:-period].astype(np.float64)
+        return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+    assert periodicity(mixed) < periodicity(pure) - 0.1
+
+
+def test_noise_step_changes_only_later_packets_of_a_causal_burst(parts):
+    x = _glide(60 * P, 140.0, 150.0)
+    lost = np.zeros(60, bool)
+    lost[[20, 30, 31, 32]] = True
+    lossy = x * ~np.repeat(lost, P)
+
+    def run(**cfg):
+        return conceal(lossy, lost, make(parts, **cfg))
+
+    periodic, noisy = run(noise_step=0.0, fade_packets=3), run()
+    assert make(parts).cfg.noise_step == 0.5 and make(parts, lookahead=1).cfg.noise_step == 0.0
+    assert make(parts).cfg.fade_packets == 3 and make(parts, lookahead=1).cfg.fade_packets == 2
+    np.testing.assert_array_equal(periodic[: 31 * P], noisy[: 31 * P])  # single loss, 1st of burst
+    assert not np.allclose(periodic[31 * P : 33 * P], noisy[31 * P : 33 * P])
+    with pytest.raises(ValueError, match="noise_step"):
+        ConcealerConfig(noise_step=1.5)
 
 
 def test_lpc_continuation_edge_cases():
