@@ -106,6 +106,11 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "ns100-f2p3": (0, {"noise_step": 1.0, "full_level_packets": 2, "fade_packets": 3}, {}),
     "ns50-f2p4": (0, {"noise_step": 0.5, "full_level_packets": 2, "fade_packets": 4}, {}),
     "ns50-f1p3": (0, {"noise_step": 0.5, "fade_packets": 3}, {}),
+    "ns25-f1p3": (0, {"noise_step": 0.25, "fade_packets": 3}, {}),
+    "ns33-f1p3": (0, {"noise_step": 0.33, "fade_packets": 3}, {}),
+    "ns75-f1p3": (0, {"noise_step": 0.75, "fade_packets": 3}, {}),
+    "ns100-f1p3": (0, {"noise_step": 1.0, "fade_packets": 3}, {}),
+    "ns50-f1p4": (0, {"noise_step": 0.5, "fade_packets": 4}, {}),
     "la1-ns50": (1, {"noise_step": 0.5}, {}),
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     # Trusting the prediction fully: from the first lost packet, one gain per mel band up to
