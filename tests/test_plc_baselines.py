@@ -414,6 +414,8 @@ def test_opus_receiver_on_real_payloads_matches_the_simulation(method):
     payloads = OpusConcealer().encode_stream(x)  # what the sender puts on the wire
     receiver = OpusReceiver(make_concealer(method.removeprefix("opus+")))
     out = [receiver.push(None if lost[t] else payloads[t]) for t in range(n)]
+    held = [t for t, p in enumerate(receiver._stream.codec.payloads) if p]
+    assert held == [t for t in range(n - receiver.lookahead, n) if not lost[t]]  # only the delay line
     y = np.concatenate(out + [receiver.flush()])[receiver.lookahead * P :][: x.size]
     expected = conceal(apply_loss(x, lost), lost, method, clean=x)
     np.testing.assert_array_equal(y, expected)

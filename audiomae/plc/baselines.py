@@ -469,7 +469,12 @@ class OpusReceiver:
         if payload is not None:
             self._check(payload, len(payloads))
         payloads.append(b"" if payload is None else bytes(payload))
-        return self._stream.push(None if payload is None else self._arrived)
+        out = self._stream.push(None if payload is None else self._arrived)
+        # The packet just played is never decoded again: drop its payload, so a long call
+        # holds only the payloads still in the delay line.
+        if self._stream.emit_index:
+            payloads[self._stream.emit_index - 1] = b""
+        return out
 
     def flush(self) -> np.ndarray:
         out = self._stream.flush()
