@@ -66,12 +66,20 @@ def test_received_packets_pass_through_except_recovery_fade(parts):
     _, lossy, lost = lossy_signal()
     out = conceal(lossy, lost, make(parts))
     fade = ConcealerConfig().fade
+    burst = 0
     for i in range(len(lost)):
         seg, ref = out[i * P : (i + 1) * P], lossy[i * P : (i + 1) * P]
         if not lost[i]:
-            start = fade if i > 0 and lost[i - 1] else 0
-            np.testing.assert_array_equal(seg[start:], ref[start:])
+            start = fade if burst else 0
+            if burst >= ConcealerConfig().recovery_ramp_after:  # may ramp up to the packet's level
+                loud = np.abs(ref[start:]) > 1e-3
+                gain = seg[start:][loud] / ref[start:][loud]
+                assert np.all((gain > 0) & (gain <= 1 + 1e-6)) and np.all(np.diff(gain) > -1e-5)
+            else:
+                np.testing.assert_array_equal(seg[start:], ref[start:])
+            burst = 0
         else:
+            burst += 1
             assert np.abs(seg).max() > 0  # something was rendered into the gap
 
 
@@ -283,6 +291,39 @@ def test_noise_step_changes_only_later_packets_of_a_causal_burst(parts):
     assert not np.allclose(periodic[31 * P : 33 * P], noisy[31 * P : 33 * P])
     with pytest.raises(ValueError, match="noise_step"):
         ConcealerConfig(noise_step=1.5)
+
+
+def test_lpc_continuation_decay_follows_a_fading_residual_only():
+    x = _glide(4000, 140.0, 140.0) + 0.002 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    period = round(16000 / 140)
+    envelope = np.exp(np.linspace(0.0, -3.0, 800)).astype(np.float32)  # fades ~26 dB over 50 ms
+    fading = x[2200:3000] * envelope
+    steady, decayed = (
+        lpc_continuation(fading, period, 3 * P),
+        lpc_continuation(fading, period, 3 * P, decay=True),
+    )
+    np.testing.assert_array_equal(decayed[:period], steady[:period])  # the first period is the same
+    last = slice(3 * P - period, 3 * P)
+    assert np.sum(decayed[last] ** 2) < 0.2 * np.sum(steady[last] ** 2)  # later ones keep fading
+    rising = x[2200:3000] * envelope[::-1]  # a residual gaining energy is repeated as it is
+    np.testing.assert_array_equal(
+        lpc_continuation(rising, period, 3 * P, decay=True), lpc_continuation(rising, period, 3 * P)
+    )
+
+
+def test_recovery_ramp_glues_a_loud_packet_after_a_burst(parts):
+    x = _glide(40 * P, 140.0, 150.0)
+    x[: 6 * P] = 0.0  # a quiet start sets the comfort-noise level low
+    lost = np.zeros(40, bool)
+    lost[[10, 20, 21, 22, 23, 24, 25]] = True  # a single loss, then a burst that fades to noise
+    lossy = x * ~np.repeat(lost, P)
+    ramped, plain = (conceal(lossy, lost, make(parts, recovery_ramp=n)) for n in (160, 0))
+    np.testing.assert_array_equal(ramped[: 20 * P], plain[: 20 * P])  # no ramp after a single loss
+    start = slice(26 * P + 40, 26 * P + 80)  # after the cross-fade, inside the 160-sample ramp
+    assert np.sum(ramped[start] ** 2) < 0.5 * np.sum(plain[start] ** 2)
+    np.testing.assert_array_equal(ramped[26 * P + 160 :], plain[26 * P + 160 :])  # then untouched
+    with pytest.raises(ValueError, match="recovery_ramp"):
+        ConcealerConfig(recovery_ramp=P + 1)
 
 
 def test_lpc_continuation_edge_cases():
