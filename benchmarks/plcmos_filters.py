@@ -33,14 +33,14 @@ FILTERS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/dev")
     )
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--files", type=int, default=None, help="first N files only")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     files = find_audio(args.data)[: args.files]
     scores: dict[str, list[float]] = {"clean": [], "Opus 64 kb/s, no loss": [], **{k: [] for k in FILTERS}}
@@ -59,6 +59,7 @@ def main() -> None:
         d = np.array(vals) - clean
         se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
         print(f"| {name} | {np.mean(vals):.3f} | {d.mean():+.3f} | {se:.3f} | {(d > 0).sum()} / {d.size} |")
+    return scores
 
 
 if __name__ == "__main__":

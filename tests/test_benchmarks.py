@@ -101,3 +101,17 @@ def test_tune_concealer_oracle_sees_the_clean_log_mel_of_its_window():
     start = (packet + 2) * 320 - size  # the window ends one (unknown) packet after the target
     expect = oracle.frontend(torch.from_numpy(clean[start : start + size]).unsqueeze(0))
     torch.testing.assert_close(mel, expect)
+
+
+def test_plcmos_filters_scores_each_version_of_every_file(tmp_path, capsys):
+    import soundfile as sf
+    from conftest import voiced
+
+    for i in range(2):
+        sf.write(tmp_path / f"clip{i}.wav", voiced(2.0, f0=120.0 + 40 * i, seed=i), 16000)
+    scores = _script("plcmos_filters").main(["--data", str(tmp_path), "--seconds", "1.5"])
+    assert list(scores)[:2] == ["clean", "Opus 64 kb/s, no loss"] and len(scores) == 5
+    for vals in scores.values():
+        assert len(vals) == 2 and all(1.0 <= v <= 5.0 for v in vals)
+    assert len({round(v[0], 6) for v in scores.values()}) > 1  # the versions are scored apart
+    assert "| low-pass 7 kHz |" in capsys.readouterr().out
