@@ -14,8 +14,10 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
   the first ``fade`` samples cross-fade from a continuation of the played audio (LPC by
   default, see :func:`lpc_continuation`; the default renderer shapes that same continuation).
 * Recovery: the rendered tail beyond the lost packet is cross-faded into the first received
-  packet, so recovery adds no delay. With lookahead, when the packet after the gap is already
-  received, the continuation is time-warped to arrive in phase with it (the "bridge").
+  packet, so recovery adds no delay; after a burst of two or more, a packet louder than the
+  concealment ramps up from its level (``recovery_ramp``). With lookahead, when the packet after
+  the gap is already received, the continuation is time-warped to arrive in phase with it (the
+  "bridge").
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
   ``fade_packets`` packets, into comfort noise at the speaker's background level; without
   lookahead the continuation's excitation turns from periodic to noise over the same packets
@@ -449,9 +451,12 @@ def lpc_continuation(
     last samples, so the output joins the history without a seam, keeps its spectral envelope,
     and the filter's ringing smooths each wrap of the period.
 
-    Measured on LibriSpeech train (``benchmarks/tune_concealer.py``): mixing white noise into
-    the excitation by how unperiodic the residual was (as codecs do for unvoiced speech) cost
-    0.2-0.3 PESQ-WB and 0.05-0.1 PLCMOS, so the excitation is purely periodic."""
+    ``decay``: the repeated period loses energy, period by period, at the rate the residual's
+    last period lost against the one before (CELT's PLC does this; a rising residual repeats
+    as it is). ``noise_mix``: share of white noise at the residual's level in the excitation
+    (``MAEConcealer`` raises it over a burst). Measured on LibriSpeech train
+    (``benchmarks/tune_concealer.py``): noise in the first lost packet costs PLCMOS even where
+    the played audio is unvoiced, so the concealer starts every burst purely periodic."""
     from scipy.linalg import solve_toeplitz
     from scipy.signal import lfilter, lfiltic
 
