@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audiomae.labels import write_synthetic_dataset
@@ -115,3 +116,23 @@ def test_plcmos_filters_scores_each_version_of_every_file(tmp_path, capsys):
         assert len(vals) == 2 and all(1.0 <= v <= 5.0 for v in vals)
     assert len({round(v[0], 6) for v in scores.values()}) > 1  # the versions are scored apart
     assert "| low-pass 7 kHz |" in capsys.readouterr().out
+
+
+def test_opus_recovery_measures_packets_after_each_burst():
+    from conftest import voiced
+
+    from audiomae.plc.baselines import G711Concealer
+
+    x = voiced(1.2)
+    lost = np.zeros(x.size // 320, bool)
+    lost[[10, 11, 30]] = True
+    found = _script("opus_recovery").recovery_errors(
+        x, lost, ["reencode", "plc"], after=2, make_inner=G711Concealer
+    )
+    assert set(found) == {(m, k) for m in ("reencode", "plc") for k in (1, 2)}
+    for vals in found.values():
+        assert len(vals) == 2 and all(np.isfinite(v).all() for v in vals)  # two bursts, two numbers each
+    # The decoder that ran its own PLC through the gap decodes the first packet after it unlike
+    # the loss-free stream, and converges over the next packets.
+    first, second = (np.median([v[0] for v in found[("plc", k)]]) for k in (1, 2))
+    assert first < second
