@@ -98,3 +98,35 @@ def test_cli_method_help_lists_every_registered_method():
     listed = METHODS_HELP.split(" (")[0].split(", ")
     assert sorted(listed) == available_methods()
     assert set(DEFAULT_METHODS.split(",")) <= set(listed)
+
+
+def test_paired_differences_file_by_file(tmp_path):
+    from audiomae.eval.plc_benchmark import paired_difference, write_results
+
+    def row(file, condition, method, plcmos, pesq, loss=0.1):
+        scores = {"pesq": pesq, "stoi": 0.9, "plcmos": plcmos, "lsd_lost": 10.0, "ms_per_packet": 0.1}
+        return {
+            "file": file,
+            "condition": condition,
+            "method": method,
+            "seconds": 1.0,
+            "loss_rate": loss,
+            **scores,
+        }
+
+    rows = [
+        row("a", "ge10b2", "opus", 3.0, 2.0), row("a", "ge10b2", "mae", 3.5, 2.1),
+        row("b", "ge10b2", "opus", 3.0, 2.0), row("b", "ge10b2", "mae", 2.9, float("nan")),
+        row("c", "ge10b2", "opus", 3.2, 2.0),  # mae did not score file c: left out of the pairs
+        row("a", "ber0", "opus", 4.0, 4.3, 0.0), row("a", "ber0", "mae", 4.0, 4.6, 0.0),
+    ]  # fmt: skip
+    p = paired_difference(rows, "mae", "opus", "ge10b2", "plcmos")
+    assert p["n"] == 2 and p["ahead"] == 1
+    assert p["mean"] == pytest.approx(0.2) and p["se"] == pytest.approx(
+        np.std([0.5, -0.1], ddof=1) / np.sqrt(2)
+    )
+    assert paired_difference(rows, "mae", "opus", "ge10b2", "pesq")["n"] == 1  # nan skipped
+    write_results(rows, tmp_path, ["opus", "mae"], ["ber0", "ge10b2"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| ge10b2 | mae | opus | +0.200 +- 0.300 (1 / 2) |" in md
+    assert "| ber0 | mae | opus |" not in md  # no loss, nothing to compare

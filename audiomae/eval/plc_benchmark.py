@@ -160,7 +160,54 @@ def summarise(
     return table
 
 
-def _markdown(table: dict, methods: Sequence[str], conditions: Sequence[str]) -> str:
+BASELINES = ("zero", "g711", "opus", "opus-fec")
+
+
+def paired_difference(
+    rows: Sequence[dict], method: str, reference: str, condition: str, metric: str
+) -> dict[str, float]:
+    """``method`` minus ``reference`` file by file (files scored by both, metric not nan):
+    mean, its standard error, the number of files where ``method`` is ahead, and ``n``."""
+    scores: dict[str, dict[str, float]] = {method: {}, reference: {}}
+    for r in rows:
+        if r["condition"] == condition and r["method"] in scores and not np.isnan(float(r[metric])):
+            scores[r["method"]][r["file"]] = float(r[metric])
+    files = sorted(set(scores[method]) & set(scores[reference]))
+    d = np.array([scores[method][f] - scores[reference][f] for f in files])
+    if not d.size:
+        return {"mean": float("nan"), "se": float("nan"), "ahead": 0, "n": 0}
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "ahead": int((d > 0).sum()), "n": int(d.size)}
+
+
+def _paired_markdown(rows: Sequence[dict], methods: Sequence[str], conditions: Sequence[str]) -> list[str]:
+    """Each method that is not a baseline against each baseline that ran, in lossy conditions."""
+    refs = [m for m in BASELINES if m in methods and m != "zero"]
+    candidates = [m for m in methods if m not in BASELINES]
+    lossy = [c for c in conditions if any(r["condition"] == c and r["loss_rate"] > 0 for r in rows)]
+    if not refs or not candidates or not lossy:
+        return []
+    lines = [
+        "",
+        "## Paired differences",
+        "",
+        "File by file: mean difference +- its standard error (files where the method is ahead).",
+        "",
+        "| condition | method | vs | PLCMOS | PESQ-WB |",
+        "|---|---|---|---|---|",
+    ]
+    for condition in lossy:
+        for method in candidates:
+            for ref in refs:
+                cells = []
+                for metric in ("plcmos", "pesq"):
+                    p = paired_difference(rows, method, ref, condition, metric)
+                    cells.append(f"{p['mean']:+.3f} +- {p['se']:.3f} ({p['ahead']} / {p['n']})")
+                lines.append(f"| {condition} | {method} | {ref} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _markdown(table: dict, methods: Sequence[str], conditions: Sequence[str], rows=()) -> str:
     head = "| condition | method | files | loss % | PESQ-WB | STOI | PLCMOS | LSD lost (dB) | ms/packet |"
     lines = [
         "# PLC benchmark",
@@ -178,6 +225,7 @@ def _markdown(table: dict, methods: Sequence[str], conditions: Sequence[str]) ->
                 f"| {condition} | {method} | {m['n']} | {100 * m['loss_rate']:.1f} | {m['pesq']:.3f} | "
                 f"{m['stoi']:.3f} | {m['plcmos']:.3f} | {lsd} | {m['ms_per_packet']:.3f} |"
             )
+    lines += _paired_markdown(rows, methods, conditions)
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +266,6 @@ def write_results(
         )
     atomic_write(out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     table = summarise(rows, methods, conditions)
-    text = _markdown(table, methods, conditions)
+    text = _markdown(table, methods, conditions, rows)
     atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(text))
     atomic_write(out_dir / "results.png", lambda tmp: _plot(table, methods, conditions, tmp))
