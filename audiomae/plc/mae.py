@@ -104,7 +104,8 @@ class ConcealerConfig:
     # ramp 160 3.000 / 3.847 | 2.395 / 3.559 | 1.638 / 3.013; with the decay, ramp 80 3.012 /
     # 3.853 | 2.401 / 3.566 | 1.642 / 3.013, 160 3.013 / 3.857 | 2.398 / 3.567 | 1.642 / 3.023,
     # 320 3.015 / 3.855 | 2.394 / 3.572 | 1.640 / 3.032. Lookahead 1: neither 3.022 / 3.838 |
-    # 2.466 / 3.570 | 1.648 / 3.039, decay + ramp 160 3.037 / 3.846 | 2.470 / 3.588 | 1.648 / 3.057.
+    # 2.466 / 3.570 | 1.648 / 3.039, decay + ramp 160 3.037 / 3.846 | 2.470 / 3.588 | 1.648 / 3.057,
+    # decay + ramp 320 3.034 / 3.847 | 2.470 / 3.586 | 1.650 / 3.063.
     # Ramping after single losses too (160) cost 0.011 PESQ-WB at ge05b1.5 for no PLCMOS.
     recovery_ramp: int = 320
     recovery_ramp_after: int = 2
