@@ -126,6 +126,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "ns50-f1p4": (0, {"noise_step": 0.5, "fade_packets": 4}, {}),
     "la1-ns50": (1, {"noise_step": 0.5}, {}),
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
+    "la1-f1p3": (1, {"fade_packets": 3}, {}),
     # Trusting the prediction fully: from the first lost packet, one gain per mel band up to
     # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
     "trust": (0, {**_HOLD3, "noise_step": 0.0}, _TRUST),
