@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiomae.audio import SAMPLES_PER_PACKET, load_audio
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio
 from audiomae.data import find_audio
+from audiomae.eval.plc_benchmark import trace_seed
 from audiomae.loss_models import draw_loss, parse_condition
 from audiomae.plc import conceal
 from audiomae.plc.baselines import OpusDecodedConcealer
@@ -83,10 +84,10 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, int], list[tuple[floa
     spec = parse_condition(args.condition)
     files = find_audio(args.data)[:: args.every][: args.files]
     found: dict[tuple[str, int], list[tuple[float, float]]] = collections.defaultdict(list)
-    for i, path in enumerate(tqdm(files, desc="opus recovery", unit="file")):
-        x = load_audio(path)[: int(args.seconds * 16000)]
+    for path in tqdm(files, desc="opus recovery", unit="file"):
+        x = load_audio(path)[: int(args.seconds * SAMPLE_RATE)]
         x = x[: x.size // P * P]
-        lost = draw_loss(spec, x.size // P, seed=i)
+        lost = draw_loss(spec, x.size // P, trace_seed(path, args.condition))  # the benchmark's traces
         for key, vals in recovery_errors(x, lost, modes).items():
             found[key].extend(vals)
     print(f"\n{len(files)} files of {args.data}, first {args.seconds:g} s each, {args.condition}\n")

@@ -94,19 +94,19 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "o24": (0, {"lpc_order": 24}, {}),
     "o32": (0, {"lpc_order": 32}, {}),
     "la1-o24": (1, {"lpc_order": 24}, {}),
-    "dec": (0, {"lpc_decay": True}, {}),
-    "glue80": (0, {"recovery_ramp": 80}, {}),
-    "glue160b2": (0, {"recovery_ramp": 160, "recovery_ramp_after": 2}, {}),
-    "dec-glue160": (0, {"recovery_ramp": 160, "lpc_decay": True}, {}),
-    "dec-glue160b2": (0, {"recovery_ramp": 160, "recovery_ramp_after": 2, "lpc_decay": True}, {}),
-    "la1-dec-glue160b2": (1, {"recovery_ramp": 160, "recovery_ramp_after": 2, "lpc_decay": True}, {}),
-    "la1-glue160b2": (1, {"recovery_ramp": 160, "recovery_ramp_after": 2}, {}),
-    "dec-glue320b2": (0, {"recovery_ramp": 320, "recovery_ramp_after": 2, "lpc_decay": True}, {}),
-    "dec-glue80b2": (0, {"recovery_ramp": 80, "recovery_ramp_after": 2, "lpc_decay": True}, {}),
-    "glue160": (0, {"recovery_ramp": 160}, {}),
-    "glue320": (0, {"recovery_ramp": 320}, {}),
-    "la1-glue80": (1, {"recovery_ramp": 80}, {}),
-    "la1-dec": (1, {"lpc_decay": True}, {}),
+    # The excitation decay and the recovery ramp, against their defaults (decay on, 320-sample
+    # ramp after bursts of 2+): ``pre-dec`` is the concealer before either.
+    "pre-dec": (0, {"lpc_decay": False, "recovery_ramp": 0}, {}),
+    "la1-pre-dec": (1, {"lpc_decay": False, "recovery_ramp": 0}, {}),
+    "ramp0": (0, {"recovery_ramp": 0}, {}),
+    "la1-ramp0": (1, {"recovery_ramp": 0}, {}),
+    "ramp80": (0, {"recovery_ramp": 80}, {}),
+    "ramp160": (0, {"recovery_ramp": 160}, {}),
+    "la1-ramp160": (1, {"recovery_ramp": 160}, {}),
+    "ramp160-any": (0, {"recovery_ramp": 160, "recovery_ramp_after": 1}, {}),
+    "nodec-ramp160": (0, {"lpc_decay": False, "recovery_ramp": 160}, {}),
+    "la1-nodec-ramp160": (1, {"lpc_decay": False, "recovery_ramp": 160}, {}),
+    "nodec-ramp160-any": (0, {"lpc_decay": False, "recovery_ramp": 160, "recovery_ramp_after": 1}, {}),
     # Excitation noise (``noise_step``) with the burst fade written out: the tables in
     # tune_concealer.md were run when the default was periodic with a 2-packet fade.
     "ns33": (0, {"noise_step": 0.33, "fade_packets": 2}, {}),
@@ -171,8 +171,7 @@ def _factory(
     def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
         if renderer:
-            features = load_default_plc_model().feature_cfg
-            vocoder = PitchGuidedRenderer(features, **{"n_iter": 0, **renderer})
+            vocoder = PitchGuidedRenderer(_features(model), **{"n_iter": 0, **renderer})
         mae = (OracleConcealer if oracle else MAEConcealer)(
             _load_model(model) if model else None,
             vocoder=vocoder,
@@ -187,6 +186,12 @@ def _factory(
 @functools.lru_cache
 def _load_model(path: str) -> AudioMAE:
     return AudioMAE.from_pretrained(path)
+
+
+@functools.lru_cache
+def _features(path: str | None):
+    """The log-mel settings of the model at ``path`` (None: the bundled one), loaded once."""
+    return (_load_model(path) if path else load_default_plc_model()).feature_cfg
 
 
 def main() -> None:
