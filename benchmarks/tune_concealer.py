@@ -159,6 +159,49 @@ class OracleConcealer(MAEConcealer):
         return self.frontend(torch.from_numpy(true).unsqueeze(0))
 
 
+def _frame_level(mel: torch.Tensor) -> torch.Tensor:
+    """Log of each frame's total mel energy, (1, 1, T)."""
+    return torch.logsumexp(mel, dim=-2, keepdim=True)
+
+
+def _box(mel: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Moving average over ``width`` bins along ``dim`` (edges averaged over what exists)."""
+    x = mel.movedim(dim, -1)
+    kernel = torch.ones(1, 1, width, dtype=x.dtype)
+    flat = x.reshape(-1, 1, x.shape[-1])
+    num = torch.nn.functional.conv1d(flat, kernel, padding=width // 2)
+    den = torch.nn.functional.conv1d(torch.ones_like(flat), kernel, padding=width // 2)
+    return (num / den).reshape(x.shape).movedim(-1, dim)
+
+
+# What the renderer is given in place of the MAE's log-mel (``--mix``): parts of the truth and of
+# the model's prediction, to see which errors of the model cost quality. Log-mel is natural-log
+# power, so 0.23 is 1 dB.
+MIXES = {
+    "level": lambda true, pred: pred - _frame_level(pred) + _frame_level(true),  # model's shape
+    "shape": lambda true, pred: true - _frame_level(true) + _frame_level(pred),  # model's level
+    "fblur5": lambda true, pred: _box(true, 5, -2),  # truth smoothed over 5 mel bands
+    "fblur11": lambda true, pred: _box(true, 11, -2),
+    "tblur5": lambda true, pred: _box(true, 5, -1),  # truth smoothed over 50 ms
+    "true-3db": lambda true, pred: true - 0.69,
+    "true+3db": lambda true, pred: true + 0.69,
+    "pred+3db": lambda true, pred: pred + 0.69,
+    "pred+6db": lambda true, pred: pred + 1.38,
+}
+
+
+class MixedConcealer(OracleConcealer):
+    """A diagnostic: the renderer gets ``MIXES[mix](true log-mel, MAE log-mel)``."""
+
+    mix = "level"
+
+    def predict_logmel(self, wave, lost, columns=None):
+        true = super().predict_logmel(wave, lost, columns)
+        pred = MAEConcealer.predict_logmel(self, wave, lost, columns)
+        n = min(true.shape[-1], pred.shape[-1])
+        return MIXES[self.mix](true[..., :n], pred[..., :n])
+
+
 def _factory(
     lookahead: int,
     config: dict,
@@ -167,17 +210,21 @@ def _factory(
     model: str | None = None,
     bitrate: int = 64000,
     oracle: bool = False,
+    mix: str | None = None,
 ):
     def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
         if renderer:
             vocoder = PitchGuidedRenderer(_features(model), **{"n_iter": 0, **renderer})
-        mae = (OracleConcealer if oracle else MAEConcealer)(
+        cls = MixedConcealer if mix else OracleConcealer if oracle else MAEConcealer
+        mae = cls(
             _load_model(model) if model else None,
             vocoder=vocoder,
             lookahead=lookahead,
             config=ConcealerConfig(**config),
         )
+        if mix:
+            mae.mix = mix
         return OpusDecodedConcealer(mae, decoder=on_opus, bitrate=bitrate) if on_opus else mae
 
     return make
@@ -213,9 +260,12 @@ def main() -> None:
     ap.add_argument("--baselines", default="g711,opus,opus-fec", help="methods scored alongside")
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--oracle", action="store_true", help="the true log-mel in place of the MAE's prediction")
+    ap.add_argument(
+        "--mix", choices=sorted(MIXES), help="give the renderer a mix of the true and the MAE's log-mel"
+    )
     args = ap.parse_args()
-    if args.oracle and args.on_opus:
-        ap.error("--oracle applies to uncoded audio only")
+    if (args.oracle or args.mix) and args.on_opus:
+        ap.error("--oracle and --mix apply to uncoded audio only")
     torch.set_num_threads(1)
     if args.bitrate != 64000:  # re-register the Opus methods at this bitrate
         from audiomae.plc.base import _REGISTRY, available_methods
@@ -232,6 +282,7 @@ def main() -> None:
                 model=args.model,
                 bitrate=args.bitrate,
                 oracle=args.oracle,
+                mix=args.mix,
             ),
         )
     files = find_audio(args.data)[:: args.every][: args.files]

@@ -93,3 +93,41 @@ def test_target_weight_counts_the_target_column_more():
     assert not torch.isclose(heavy, base)
     with pytest.raises(ValueError, match="target_weight"):
         PLCFinetuneTask(model, target_weight=0.5)
+
+
+def test_energy_weights_favour_the_loud_bands_of_each_frame():
+    import pytest
+
+    torch.manual_seed(0)
+    model = AudioMAE.from_preset("tiny", **TINY)
+    task = PLCFinetuneTask(model, energy_gamma=1.0)
+    # One frame: band 3 is 20 dB (log power +4.6) above the rest; another frame: all bands equal.
+    log_power = torch.zeros(1, model.cfg.n_mels, 2)
+    log_power[0, 3, 0] = 4.6
+    w = task.band_weights(model.norm.normalize(log_power))
+    assert torch.allclose(w.mean(-2), torch.ones(1, 2), atol=1e-5)  # mean 1 in every frame
+    assert torch.allclose(w[0, :, 1], torch.ones(model.cfg.n_mels), atol=1e-5)  # flat frame: uniform
+    assert w[0, 3, 0] > 40 and torch.allclose(w[0, 4:, 0], w[0, 4, 0].expand(model.cfg.n_mels - 4))
+    assert w[0, 4, 0] >= 0.1  # the floor keeps quiet bands in the loss
+    assert torch.equal(PLCFinetuneTask(model).band_weights(log_power), torch.ones_like(log_power))
+    # The training loss weighs the same draw's squared errors by these weights.
+    waves = torch.randn(2, 16 * 320, generator=torch.Generator().manual_seed(1)) * 0.1
+    torch.manual_seed(0)
+    plain, _ = PLCFinetuneTask(model, seed=3).training_step(waves, 2)
+    torch.manual_seed(0)
+    weighted, _ = PLCFinetuneTask(model, seed=3, energy_gamma=1.0).training_step(waves, 2)
+    from audiomae.features import patchify
+    from audiomae.train import distributed as dist_utils
+    from audiomae.train.pretrain import derive_seed
+
+    lossy, clean, mask = task.prepare(waves, derive_seed(3, 2, dist_utils.rank()))
+    torch.manual_seed(0)
+    out = model(lossy, mask, target=clean)
+    p = dict(patch_f=model.cfg.patch_f, patch_t=model.cfg.patch_t)
+    sq = (out.pred - patchify(clean, **p)).square() * patchify(task.band_weights(clean), **p)
+    m = mask.mask.float()
+    assert torch.isclose(weighted, (sq.mean(-1) * m).sum() / m.sum())
+    assert not torch.isclose(weighted, plain)
+    assert "energy_mse" in task.validation_step(waves)
+    with pytest.raises(ValueError, match="energy_gamma"):
+        PLCFinetuneTask(model, energy_gamma=-1.0)

@@ -96,6 +96,7 @@ class PLCFinetuneTask:
         masks: PLCMaskSettings | None = None,
         seed: int = 0,
         target_weight: float = 1.0,
+        energy_gamma: float = 0.0,
     ) -> None:
         if model.cfg.patch_t * model.feature_cfg.hop_length != SAMPLES_PER_PACKET:
             raise ValueError(
@@ -112,6 +113,13 @@ class PLCFinetuneTask:
         # Loss weight of the target column (the one the concealer renders) relative to the
         # other masked columns of the window.
         self.target_weight = float(target_weight)
+        if energy_gamma < 0:
+            raise ValueError(f"energy_gamma must be >= 0, got {energy_gamma}")
+        # 0: every (mel band, frame) of a masked patch counts alike. > 0: within each frame,
+        # bands count by their share of the clean frame's power raised to this exponent (1:
+        # power, 0.5: amplitude), plus a 10% floor: the loud bands are what the renderer
+        # reproduces, the quiet ones sit near the log floor and are mostly noise.
+        self.energy_gamma = float(energy_gamma)
         self.frontend = LogMel(model.feature_cfg, backend="torch")
 
     def _spec(self, wave: torch.Tensor) -> torch.Tensor:
@@ -144,15 +152,26 @@ class PLCFinetuneTask:
             return lossy, clean, mask, torch.tensor([d[1] for d in draws], device=wave.device)
         return lossy, clean, mask
 
+    def band_weights(self, clean: torch.Tensor, gamma: float | None = None) -> torch.Tensor:
+        """(B, F, T) normalised clean log-mel -> (B, F, T) loss weights with mean 1 per frame:
+        10% uniform, 90% by each band's share of the frame's power ** ``gamma`` (default
+        ``energy_gamma``; 0 gives all ones)."""
+        gamma = self.energy_gamma if gamma is None else gamma
+        if gamma == 0:
+            return torch.ones_like(clean)
+        log_power = self.model.norm.denormalize(clean)
+        return 0.1 + 0.9 * torch.softmax(gamma * log_power, dim=-2) * clean.shape[-2]
+
     def training_step(self, batch, step: int):
         seed = derive_seed(self.seed, step, dist_utils.rank())
-        if self.target_weight == 1:
+        if self.target_weight == 1 and self.energy_gamma == 0:
             lossy, clean, mask = self.prepare(batch, seed)
             return self.model(lossy, mask, target=clean).loss, {}
         lossy, clean, mask, target = self.prepare(batch, seed, targets=True)
         out = self.model(lossy, mask, target=clean)
         cfg = self.model.cfg
-        err = (out.pred - patchify(clean, cfg.patch_f, cfg.patch_t)).square().mean(-1)
+        bands = patchify(self.band_weights(clean), cfg.patch_f, cfg.patch_t)
+        err = ((out.pred - patchify(clean, cfg.patch_f, cfg.patch_t)).square() * bands).mean(-1)
         column = torch.arange(err.shape[1], device=err.device) // cfg.grid_f  # time-major patches
         weight = mask.mask.to(err.dtype) * (1 + (self.target_weight - 1) * (column == target[:, None]))
         return (err * weight).sum() / weight.sum().clamp_min(1.0), {}
@@ -162,11 +181,16 @@ class PLCFinetuneTask:
         lossy, clean, mask = self.prepare(batch, validation_seeds(batch))
         out = self.model(lossy, mask, target=clean)
         cfg = self.model.cfg
-        err = (out.pred - patchify(clean, cfg.patch_f, cfg.patch_t)).square().mean(-1)
+        sq = (out.pred - patchify(clean, cfg.patch_f, cfg.patch_t)).square()
+        err = sq.mean(-1)
+        # Energy-weighted error (amplitude shares, as ``energy_gamma=0.5``), whatever the
+        # training loss: what the loud bands the renderer reproduces get.
+        bands = patchify(self.band_weights(clean, gamma=0.5), cfg.patch_f, cfg.patch_t)
         # Per-clip means, then their mean: the figure is the same whatever the batching.
         # The "repeat the last received column" baseline puts it in context.
         return {
             "loss": float(_per_item_mean(err, mask.mask).mean()),
+            "energy_mse": float(_per_item_mean((sq * bands).mean(-1), mask.mask).mean()),
             "repeat_baseline": float(repeat_last_loss(clean, mask, self.model, per_item=True).mean()),
         }
 
@@ -235,6 +259,7 @@ class PLCSettings:
     export: str | None = None
     threads: int | None = None
     target_weight: float = 1.0  # loss weight of the concealer's target column vs other lost ones
+    energy_gamma: float = 0.0  # > 0: weigh each band by its share of the frame's power ** gamma
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PLCSettings:
@@ -277,7 +302,9 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
     if info.rank == 0:
         src = s.init or f"scratch ({s.preset})"
         print(f"PLC fine-tuning from {src}: {model.num_params() / 1e6:.2f} M params, {len(train)} items")
-    task = PLCFinetuneTask(model, s.masks, seed=s.train.seed, target_weight=s.target_weight)
+    task = PLCFinetuneTask(
+        model, s.masks, seed=s.train.seed, target_weight=s.target_weight, energy_gamma=s.energy_gamma
+    )
     result = fit(task, train, val_batches, s.train, s.out_dir, resume)
     if s.export and info.rank == 0:
         AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
