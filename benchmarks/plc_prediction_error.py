@@ -42,7 +42,7 @@ class _Recorder(MAEConcealer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.records: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.records: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.clean_mel: torch.Tensor | None = None
         self._packet = -1
 
@@ -59,9 +59,8 @@ class _Recorder(MAEConcealer):
         fpp = self._frames_per_packet
         first = len(self._hist_lost) * fpp
         t0 = self._packet * fpp  # the target's first frame in the file
-        self.records.append(
-            (self._burst, self.clean_mel[:, t0 : t0 + fpp].numpy(), pred[0, :, first : first + fpp].numpy())
-        )
+        clean = self.clean_mel[:, t0 : t0 + fpp].numpy()
+        self.records.append((self._packet, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
         return pred
 
 
@@ -79,9 +78,13 @@ class _GuideRecorder(PitchGuidedRenderer):
         return super().render(mel, start, stop, audio, known, guide)
 
 
-def record(files, conditions, model: AudioMAE, lookahead: int):
-    """(positions (N,), clean (N, F, 2), predicted (N, F, 2), continuation (N, F, 2)) log-mel."""
-    pos, clean, pred, guide = [], [], [], []
+def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.ndarray]:
+    """Per lost packet: ``pos`` (position in burst), ``isolated`` (a single loss between two
+    received packets), and the log-mel (N, F, 2) ``clean``, ``pred`` (the MAE's),
+    ``guide`` (the continuation's) and ``interp`` (the nearest clean frames either side whose analysis
+    windows miss the packet, interpolated linearly: what one packet of lookahead could give a
+    single loss)."""
+    out = {k: [] for k in ("pos", "isolated", "clean", "pred", "guide", "interp")}
     for file in files:
         audio = load_audio(file)[: 10 * SAMPLE_RATE]
         n = -(-audio.size // SAMPLES_PER_PACKET)
@@ -96,10 +99,26 @@ def record(files, conditions, model: AudioMAE, lookahead: int):
             conceal(apply_loss(audio, lost), lost, c)
             if len(c.records) != len(renderer.records):
                 raise RuntimeError("predictions and renderings out of step")
-            for (p, t, m), g in zip(c.records, renderer.records):
-                if t.shape == m.shape == g.shape:  # a target frame past the file's end is skipped
-                    pos.append(p), clean.append(t), pred.append(m), guide.append(g)
-    return np.array(pos), np.stack(clean), np.stack(pred), np.stack(guide)
+            mel = c.clean_mel.numpy()
+            for (t, p, x, m), g in zip(c.records, renderer.records):
+                if not x.shape == m.shape == g.shape or t + 1 >= n:  # the file's last packet: skipped
+                    continue
+                # The nearest frames whose analysis window misses the lost packet's samples.
+                fpp, hop, half = (
+                    x.shape[-1],
+                    c.model.feature_cfg.hop_length,
+                    c.model.feature_cfg.win_length // 2,
+                )
+                k0 = (t * SAMPLES_PER_PACKET - half) // hop
+                k1 = -(-((t + 1) * SAMPLES_PER_PACKET + half) // hop)
+                if k0 < 0 or k1 >= mel.shape[-1]:
+                    continue
+                w = (np.arange(t * fpp, (t + 1) * fpp) - k0) / (k1 - k0)
+                interp = mel[:, k0, None] * (1 - w) + mel[:, k1, None] * w
+                isolated = t > 0 and lost[t] and not lost[t - 1] and not lost[t + 1]
+                for k, v in zip(out, (p, isolated, x, m, g, interp)):
+                    out[k].append(v)
+    return {k: np.array(v) for k, v in out.items()}
 
 
 def errors(clean: np.ndarray, est: np.ndarray) -> dict[str, float]:
@@ -134,7 +153,8 @@ def main() -> None:
     torch.set_num_threads(1)
     model = AudioMAE.from_pretrained(args.model) if args.model else load_default_plc_model()
     files = find_audio(args.data)[:: args.every][: args.files]
-    pos, clean, pred, guide = record(files, args.conditions.split(","), model, args.lookahead)
+    r = record(files, args.conditions.split(","), model, args.lookahead)
+    pos, clean = r["pos"], r["clean"]
     print(
         f"\n{args.model or 'bundled model'}, lookahead {args.lookahead}: {len(pos)} lost packets "
         f"({len(files)} files of {args.data}, {args.conditions})\n"
@@ -144,13 +164,23 @@ def main() -> None:
         "| level bias dB | level rms dB |"
     )
     print("|---|---|---|---|---|---|")
-    for name, sel in [("1", pos == 1), ("2", pos == 2), ("3", pos == 3), ("4+", pos >= 4), ("all", pos > 0)]:
+    rows = [("1", pos == 1), ("2", pos == 2), ("3", pos == 3), ("4+", pos >= 4), ("all", pos > 0)]
+    for name, sel in rows + [("single losses", r["isolated"])]:
         if not sel.any():
             continue
-        m, g = errors(clean[sel], pred[sel]), errors(clean[sel], guide[sel])
+        m, g = errors(clean[sel], r["pred"][sel]), errors(clean[sel], r["guide"][sel])
         print(
             f"| {name} | {sel.sum()} | {m['ew']:.2f} / {g['ew']:.2f} | {m['rms']:.2f} / {g['rms']:.2f} "
             f"| {m['bias']:+.2f} / {g['bias']:+.2f} | {m['lvl_rms']:.2f} / {g['lvl_rms']:.2f} |"
+        )
+    if r["isolated"].any():
+        sel = r["isolated"]
+        i = errors(clean[sel], r["interp"][sel])
+        print(
+            f"\nSingle losses, the nearest clean frames either side that miss the lost samples, "
+            f"interpolated (a reference for lookahead): "
+            f"shape ew {i['ew']:.2f} dB, rms {i['rms']:.2f} dB, level bias {i['bias']:+.2f} dB, "
+            f"rms {i['lvl_rms']:.2f} dB"
         )
 
 

@@ -187,6 +187,12 @@ MIXES = {
     "true+3db": lambda true, pred: true + 0.69,
     "pred+3db": lambda true, pred: pred + 0.69,
     "pred+6db": lambda true, pred: pred + 1.38,
+    "pred-3db": lambda true, pred: pred - 0.69,
+    "half": lambda true, pred: 0.5 * (true + pred),  # halfway between the model and the truth
+    "quarter": lambda true, pred: 0.75 * true + 0.25 * pred,  # a quarter of the way
+    "pred-fblur5": lambda true, pred: _box(pred, 5, -2),  # the prediction smoothed over 5 mel bands
+    "pred-fblur9": lambda true, pred: _box(pred, 9, -2),
+    "pred-6db": lambda true, pred: pred - 1.38,
 }
 
 

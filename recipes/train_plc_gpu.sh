@@ -9,7 +9,8 @@
 #   tiny       128 x 4, 128 x 2 (the bundled size)       ~1.2 M params
 #   e256x4     256 x 4, 128 x 2                          ~3.6 M
 #   e256x6     256 x 6, 192 x 2                          ~5.7 M
-# Each writes OUT_DIR/NAME/{mae,plc,log.txt} (plc = the concealer's model: AudioMAE.from_pretrained).
+# Each writes OUT_DIR/NAME/{mae,plc,log.txt} (plc = the concealer's model: AudioMAE.from_pretrained)
+# and OUT_DIR/NAME/envelope_la{0,1}.txt (benchmarks/plc_prediction_error.py on VAL_DIR).
 set -u  # PYTHON=python3 picks the interpreter (default: python)
 if [ $# -ne 5 ]; then
     echo "usage: $0 TRAIN_DIR VAL_DIR OUT_DIR PRETRAIN_S PLC_S" >&2
@@ -41,6 +42,20 @@ pipeline tiny &
 pipeline e256x4 model.enc_dim=256 model.enc_depth=4 &
 pipeline e256x6 model.enc_dim=256 model.enc_depth=6 model.dec_dim=192 &
 wait
+# The lost packets' envelope errors on VAL_DIR, causal and with one packet of lookahead
+# (benchmarks/plc_prediction_error.py, on the CPU): the concealer only gains from trusting a
+# model whose errors are about half the bundled model's (benchmarks/results/plc/tune_concealer.md).
+for d in "$out"/*/; do
+    [ -d "$d/plc" ] || continue
+    for la in 0 1; do
+        "${PYTHON:-python}" "$here/../benchmarks/plc_prediction_error.py" --model "$d/plc" --data "$val" \
+            --every 1 --files 12 --lookahead $la >"$d/envelope_la$la.txt" 2>&1 &
+    done
+done
+wait
 for d in "$out"/*/; do
     echo "== $(basename "$d"): $(tail -n 1 "$d/log.txt")"
+    for la in 0 1; do
+        [ -f "$d/envelope_la$la.txt" ] && echo "   lookahead $la, all lost packets: $(grep '^| all' "$d/envelope_la$la.txt")"
+    done
 done
