@@ -44,23 +44,23 @@ class _Recorder(MAEConcealer):
         super().__init__(*args, **kwargs)
         self.records: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.clean_mel: torch.Tensor | None = None
-        self._packet = -1
+        self._index = -1
 
     def _reset(self) -> None:
         super()._reset()
-        self._packet = -1
+        self._index = -1
 
     def _conceal(self, window):
-        self._packet += 1
+        self._index += 1
         return super()._conceal(window)
 
     def predict_logmel(self, wave, lost, columns=None):
         pred = super().predict_logmel(wave, lost, columns)
         fpp = self._frames_per_packet
         first = len(self._hist_lost) * fpp
-        t0 = self._packet * fpp  # the target's first frame in the file
+        t0 = self._index * fpp  # the target's first frame in the file
         clean = self.clean_mel[:, t0 : t0 + fpp].numpy()
-        self.records.append((self._packet, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
+        self.records.append((self._index, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
         return pred
 
 

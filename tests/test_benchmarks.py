@@ -136,3 +136,53 @@ def test_opus_recovery_measures_packets_after_each_burst():
     # the loss-free stream, and converges over the next packets.
     first, second = (np.median([v[0] for v in found[("plc", k)]]) for k in (1, 2))
     assert first < second
+
+
+def test_prediction_error_records_the_lost_packets_own_frames():
+    import torch
+    from conftest import voiced
+
+    from audiomae.plc import conceal
+
+    pe, tune = _script("plc_prediction_error"), _script("tune_concealer")
+
+    class OracleRecorder(pe._Recorder, tune.OracleConcealer):
+        """Records like the benchmark, with the clean window's log-mel as the 'prediction'."""
+
+    x = voiced(1.2)
+    lost = np.zeros(x.size // 320, bool)
+    lost[[10, 11, 30]] = True
+    renderer = pe._GuideRecorder(n_iter=0)
+    c = OracleRecorder(vocoder=renderer, config=tune.ConcealerConfig(mae_from_packet=1))
+    c.clean_mel = c.frontend(torch.from_numpy(x).unsqueeze(0))[0]
+    conceal(np.where(np.repeat(lost, 320), 0, x).astype(np.float32), lost, c, clean=x)
+    assert [(t, p) for t, p, _, _ in c.records] == [(10, 1), (11, 2), (30, 1)]
+    assert len(renderer.records) == 3
+    for (_, _, clean, pred), guide in zip(c.records, renderer.records):
+        # The file's frames of the lost packet are the frames the concealer's window predicts.
+        np.testing.assert_allclose(pred, clean, atol=1e-4)
+        assert guide.shape == clean.shape and np.isfinite(guide).all()
+
+
+def test_prediction_error_separates_shape_from_level():
+    pe = _script("plc_prediction_error")
+    rng = np.random.default_rng(0)
+    clean = rng.normal(-5, 3, (20, 80, 2))
+    assert pe.errors(clean, clean) == {"ew": 0.0, "rms": 0.0, "bias": 0.0, "lvl_rms": 0.0}
+    louder = pe.errors(clean, clean + np.log(2.0))  # +3 dB in every band: level only
+    assert abs(louder["bias"] - 3.0103) < 1e-3 and abs(louder["lvl_rms"] - 3.0103) < 1e-3
+    assert louder["ew"] < 1e-9 and louder["rms"] < 1e-9
+    tilted = pe.errors(clean, clean + np.linspace(-1, 1, 80)[None, :, None])  # shape changes
+    assert tilted["ew"] > 0.5 and tilted["rms"] > 0.5
+    # The mixes that tune_concealer --mix hands the renderer keep what they say they keep.
+    import torch
+
+    tune = _script("tune_concealer")
+    true, pred = torch.from_numpy(clean[:1]), torch.from_numpy(clean[1:2])
+    level = tune._frame_level
+    mixed = tune.MIXES["shape"](true, pred)  # the truth's shape at the model's level
+    torch.testing.assert_close(level(mixed), level(pred))
+    torch.testing.assert_close(mixed - level(mixed), true - level(true))
+    mixed = tune.MIXES["level"](true, pred)  # the model's shape at the truth's level
+    torch.testing.assert_close(level(mixed), level(true))
+    torch.testing.assert_close(mixed - level(mixed), pred - level(pred))
