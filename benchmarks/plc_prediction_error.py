@@ -2,7 +2,7 @@
 position in the burst, against the LPC continuation the renderer would otherwise keep.
 
     python benchmarks/plc_prediction_error.py [--model DIR] [--lookahead 1] [--files 12]
-        [--data ../shared/data/librispeech/train] [--conditions ge10b2,ge20b3]
+        [--data ../shared/data/librispeech/train] [--conditions ge10b2,ge20b3] [--plot errors.png]
 
 Runs the MAE concealer (MAE from the first lost packet on, so every lost packet gets a
 prediction) over every ``--every``-th file (first 10 s) with the benchmark's loss traces and
@@ -139,6 +139,44 @@ def errors(clean: np.ndarray, est: np.ndarray) -> dict[str, float]:
     }
 
 
+def table(r: dict[str, np.ndarray]) -> list[tuple[str, int, dict, dict]]:
+    """(row name, packets, MAE errors, continuation errors) by burst position, all, single losses."""
+    pos, clean = r["pos"], r["clean"]
+    rows = [("1", pos == 1), ("2", pos == 2), ("3", pos == 3), ("4+", pos >= 4), ("all", pos > 0)]
+    return [
+        (name, int(sel.sum()), errors(clean[sel], r["pred"][sel]), errors(clean[sel], r["guide"][sel]))
+        for name, sel in rows + [("single losses", r["isolated"])]
+        if sel.any()
+    ]
+
+
+def plot(rows: list[tuple[str, int, dict, dict]], title: str, path: str | Path) -> None:
+    """Bars of the envelope (shape) error and the level error by burst position, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from audiomae.audio import atomic_write
+
+    fig = Figure(figsize=(8, 6.5))
+    FigureCanvasAgg(fig)
+    x = np.arange(len(rows))
+    for i, (key, label) in enumerate(
+        (("ew", "shape error, power-weighted (dB)"), ("lvl_rms", "level error, rms (dB)"))
+    ):
+        ax = fig.add_subplot(2, 1, i + 1)
+        for j, (who, k) in enumerate((("MAE", 2), ("LPC continuation", 3))):
+            ax.bar(x + (j - 0.5) * 0.4, [row[k][key] for row in rows], 0.4, label=who)
+        ax.set_xticks(x, [f"{row[0]}\n({row[1]})" for row in rows])
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+        if i == 0:
+            ax.set_title(title, fontsize="medium")
+            ax.legend(fontsize="small")
+    ax.set_xlabel("position of the lost packet in its burst (packets)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -149,33 +187,30 @@ def main() -> None:
     ap.add_argument("--conditions", default="ge10b2,ge20b3")
     ap.add_argument("--model", help="a PLC model directory instead of the bundled one")
     ap.add_argument("--lookahead", type=int, default=0)
+    ap.add_argument("--plot", help="also draw the errors by burst position into this PNG")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = AudioMAE.from_pretrained(args.model) if args.model else load_default_plc_model()
     files = find_audio(args.data)[:: args.every][: args.files]
     r = record(files, args.conditions.split(","), model, args.lookahead)
-    pos, clean = r["pos"], r["clean"]
-    print(
-        f"\n{args.model or 'bundled model'}, lookahead {args.lookahead}: {len(pos)} lost packets "
-        f"({len(files)} files of {args.data}, {args.conditions})\n"
-    )
+    title = f"{args.model or 'bundled model'}, lookahead {args.lookahead}: {len(r['pos'])} lost packets"
+    print(f"\n{title} ({len(files)} files of {args.data}, {args.conditions})\n")
     print(
         "| position in burst | packets | shape ew dB: MAE / continuation | shape rms dB "
         "| level bias dB | level rms dB |"
     )
     print("|---|---|---|---|---|---|")
-    rows = [("1", pos == 1), ("2", pos == 2), ("3", pos == 3), ("4+", pos >= 4), ("all", pos > 0)]
-    for name, sel in rows + [("single losses", r["isolated"])]:
-        if not sel.any():
-            continue
-        m, g = errors(clean[sel], r["pred"][sel]), errors(clean[sel], r["guide"][sel])
+    rows = table(r)
+    for name, count, m, g in rows:
         print(
-            f"| {name} | {sel.sum()} | {m['ew']:.2f} / {g['ew']:.2f} | {m['rms']:.2f} / {g['rms']:.2f} "
+            f"| {name} | {count} | {m['ew']:.2f} / {g['ew']:.2f} | {m['rms']:.2f} / {g['rms']:.2f} "
             f"| {m['bias']:+.2f} / {g['bias']:+.2f} | {m['lvl_rms']:.2f} / {g['lvl_rms']:.2f} |"
         )
+    if args.plot:
+        plot(rows, f"{title}, {args.conditions}", args.plot)
     if r["isolated"].any():
         sel = r["isolated"]
-        i = errors(clean[sel], r["interp"][sel])
+        i = errors(r["clean"][sel], r["interp"][sel])
         print(
             f"\nSingle losses, the nearest clean frames either side that miss the lost samples, "
             f"interpolated (a reference for lookahead): "

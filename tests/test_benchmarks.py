@@ -164,7 +164,7 @@ def test_prediction_error_records_the_lost_packets_own_frames():
         assert guide.shape == clean.shape and np.isfinite(guide).all()
 
 
-def test_prediction_error_separates_shape_from_level():
+def test_prediction_error_separates_shape_from_level(tmp_path):
     pe = _script("plc_prediction_error")
     rng = np.random.default_rng(0)
     clean = rng.normal(-5, 3, (20, 80, 2))
@@ -174,6 +174,20 @@ def test_prediction_error_separates_shape_from_level():
     assert louder["ew"] < 1e-9 and louder["rms"] < 1e-9
     tilted = pe.errors(clean, clean + np.linspace(-1, 1, 80)[None, :, None])  # shape changes
     assert tilted["ew"] > 0.5 and tilted["rms"] > 0.5
+    # The table by burst position, and its plot.
+    r = {"pos": np.array([1, 2, 1, 5] * 5), "isolated": np.arange(20) % 4 == 2, "clean": clean}
+    r.update(pred=clean + np.log(2.0), guide=clean + np.linspace(-1, 1, 80)[None, :, None])
+    rows = pe.table(r)
+    assert [(name, n) for name, n, _, _ in rows] == [
+        ("1", 10),
+        ("2", 5),
+        ("4+", 5),
+        ("all", 20),
+        ("single losses", 5),
+    ]
+    assert all(abs(m["bias"] - 3.0103) < 1e-3 and abs(g["ew"] - tilted["ew"]) < 1.0 for _, _, m, g in rows)
+    pe.plot(rows, "test", tmp_path / "errors.png")
+    assert (tmp_path / "errors.png").stat().st_size > 1000
     # The mixes that tune_concealer --mix hands the renderer keep what they say they keep.
     import torch
 
