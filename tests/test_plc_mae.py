@@ -12,6 +12,7 @@ from audiomae.plc.mae import (
     ConcealerConfig,
     MAEConcealer,
     PitchGuidedRenderer,
+    _period_near,
     int8_copy,
     lpc_continuation,
 )
@@ -197,6 +198,35 @@ def test_bridge_lands_in_phase_with_the_audio_after_the_gap(parts):
     step = np.abs(np.diff(x)).max()
     assert seam < 2 * step
     assert abs(float(bridge[0]) - float(x[t])) < 2 * step  # and starts where the played audio ends
+
+
+def test_backward_bridge_ends_on_the_audio_after_the_gap(parts):
+    # The pitch glides faster than the forward warp can follow within one packet: the forward
+    # continuation alone arrives off; cross-faded into the packet after the gap extrapolated
+    # backwards, the gap's end matches what follows.
+    x = _glide(4000, 140.0, 180.0)
+    t = 3000
+    truth, after = x[t : t + P], x[t + P : t + 2 * P]
+    out = {}
+    for backward in (False, True):
+        c = make(parts, lookahead=1, bridge_backward=backward)
+        c._played = x[t - c._pitch_history : t].copy()
+        out[backward] = c._bridge(P, after)
+        assert out[backward].shape == (P,) and out[backward].dtype == np.float32
+    err = lambda y, s: float(np.mean((y[s] - truth[s]) ** 2))  # noqa: E731
+    end = slice(-P // 4, None)
+    assert err(out[True], end) < 0.1 * err(out[False], end)
+    assert err(out[True], slice(None)) < 0.5 * err(out[False], slice(None))
+    # The start, where the forward continuation has all the weight, is untouched.
+    np.testing.assert_allclose(out[True][:1], out[False][:1], atol=1e-6)
+    # The backward part's period comes from the packet after the gap, searched near the played one.
+    period = round(16000 / 175)
+    y = np.tile(
+        np.sin(2 * np.pi * np.arange(period) / period) + 0.3 * np.sin(6 * np.pi * np.arange(period) / period),
+        4,
+    )
+    assert _period_near(y[:P], period + 10) == period
+    assert _period_near(y[:P], 200, spread=0.1) in range(180, 221)  # stays within the search range
 
 
 def test_bridge_follows_the_level_and_gives_up_on_noise(parts):
