@@ -128,6 +128,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     "la1-f1p3": (1, {"fade_packets": 3}, {}),
     "la1-fwd": (1, {"bridge_backward": False}, {}),  # the bridge before the backward extrapolation
+    "la1-fwd-shaped": (1, {"bridge_backward": False, "shape_bridge": True}, {}),  # the la1 before stop 14
+    "la1-shaped": (1, {"shape_bridge": True}, {}),  # the MAE reshapes bridged packets
     # Trusting the prediction fully: from the first lost packet, one gain per mel band up to
     # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
     "trust": (0, {**_HOLD3, "noise_step": 0.0}, _TRUST),

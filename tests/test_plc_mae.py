@@ -267,6 +267,27 @@ def test_lookahead_bridge_changes_only_gaps_that_end_in_view(parts):
     np.testing.assert_array_equal(on[30 * P : 34 * P], off[30 * P : 34 * P])  # end not in view yet
 
 
+def test_bridged_packets_skip_the_mae_unless_asked(parts):
+    x = voiced(0.6)
+    lost = np.zeros(len(x) // P, bool)
+    lost[[10, 11, 20]] = True  # a 2-packet burst (its 2nd packet bridged) and a single loss (bridged)
+    lossy = np.where(np.repeat(lost, P)[: x.size], 0, x).astype(np.float32)
+    calls = {}
+    for shape in (False, True):
+        c = MAEConcealer(
+            parts[0], parts[1], lookahead=1, config=ConcealerConfig(context_packets=12, shape_bridge=shape)
+        )
+        seen = []
+        c.predict_logmel = lambda *a, _seen=seen, _predict=c.predict_logmel, **k: (
+            _seen.append(1) or _predict(*a, **k)
+        )
+        conceal(lossy, lost, c)
+        calls[shape] = len(seen)
+    # Every lost packet here is bridged; with shape_bridge the MAE reshapes those from
+    # mae_from_packet (2) on: the burst's second packet.
+    assert calls == {False: 0, True: 1}
+
+
 def test_lpc_continuation_continues_a_voiced_signal():
     x = _glide(4000, 140.0, 140.0) + 0.002 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
     t, period = 3000, round(16000 / 140)

@@ -131,16 +131,22 @@ class ConcealerConfig:
     # The bridge also extrapolates the audio after the gap backwards (the LPC continuation of
     # that packet, time-reversed, with the packet's own pitch period searched near the played
     # one) and cross-fades linearly, over the gap, from the forward continuation into it: the
-    # gap's end then has the spectrum and phase of what follows.
-    # 36 LibriSpeech train files (tune_concealer.py --every 7 --files 36), lookahead 1, PESQ-WB /
-    # PLCMOS at ge05b1.5 | ge10b2 | ge20b3: forward only 3.034 / 3.847 | 2.470 / 3.586 | 1.650 /
-    # 3.063, both ways 3.365 / 4.001 | 2.757 / 3.759 | 1.766 / 3.237. 12-file set: forward only
-    # 3.080 / 3.868 | 2.407 / 3.606 | 1.582 / 3.129; backwards with the played period, linear
-    # cross-fade 3.337 / 3.956 | 2.622 / 3.747 | 1.644 / 3.248 (raised cosine over the gap's second
-    # half 3.244 / 3.955 | 2.537 / 3.726 | 1.623 / 3.234, equal-power 3.321 / 3.947 | 2.589 /
-    # 3.750 | 1.642 / 3.247, no forward warp 3.363 / 3.938 | 2.616 / 3.731 | 1.649 / 3.218); with
-    # the packet's own period (kept) 3.428 / 3.958 | 2.688 / 3.781 | 1.697 / 3.273.
+    # gap's end then has the spectrum and phase of what follows. 36 LibriSpeech train files
+    # (tune_concealer.py --every 7 --files 36), lookahead 1, bridged packets MAE-shaped as
+    # before, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2 | ge20b3: forward only 3.034 / 3.847 | 2.470 /
+    # 3.586 | 1.650 / 3.063, both ways 3.365 / 4.001 | 2.757 / 3.759 | 1.766 / 3.237. 12-file
+    # set, shaped: forward only 3.080 / 3.868 | 2.407 / 3.606 | 1.582 / 3.129; backwards with
+    # the played period, linear cross-fade 3.337 / 3.956 | 2.622 / 3.747 | 1.644 / 3.248 (raised
+    # cosine over the gap's second half 3.244 / 3.955 | 2.537 / 3.726 | 1.623 / 3.234,
+    # equal-power 3.321 / 3.947 | 2.589 / 3.750 | 1.642 / 3.247, no forward warp 3.363 / 3.938 |
+    # 2.616 / 3.731 | 1.649 / 3.218); with the packet's own period (kept) 3.428 / 3.958 | 2.688 /
+    # 3.781 | 1.697 / 3.273.
     bridge_backward: bool = True
+    # Let the MAE's log-mel reshape a bridged packet too (as it does other lost packets from
+    # ``mae_from_packet`` on). 36 train files, lookahead 1, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2
+    # | ge20b3: reshaped 3.365 / 4.001 | 2.757 / 3.759 | 1.766 / 3.237, the bridge as it is 3.360
+    # / 4.013 | 2.752 / 3.775 | 1.759 / 3.251 (and the MAE pass is skipped).
+    shape_bridge: bool = False
     # Run the MAE's linear layers in int8 (dynamic quantisation, weights per tensor, activations
     # per call): the MAE pass is ~90% matrix multiplies, which int8 runs ~1.7x faster on x86.
     # Falls back to fp32 with a warning where the torch build has no quantised kernels.
@@ -431,8 +437,9 @@ class MAEConcealer(StreamingConcealer):
             if bridge is not None:
                 n = min(bridge.size, guide.size - gap)
                 guide[gap : gap + n] = bridge[:n]
-        if self._burst < cfg.mae_from_packet:
-            # Early in a burst: render the continuation's own log-mel (no MAE correction).
+        if self._burst < cfg.mae_from_packet or (bridge is not None and not cfg.shape_bridge):
+            # Early in a burst, or bridged to the audio after the gap: render the continuation's
+            # own log-mel (no MAE correction).
             mel = self.frontend(torch.from_numpy(guide).unsqueeze(0))[..., : right - frames.start]
         else:
             # Only the rendered frames' columns are predicted (the decoder skips the rest).
