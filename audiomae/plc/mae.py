@@ -130,7 +130,7 @@ class ConcealerConfig:
     bridge_min_corr: float = -1.0
     # The bridge also extrapolates the audio after the gap backwards (the LPC continuation of
     # that packet, time-reversed, with the packet's own pitch period searched near the played
-    # one) and cross-fades linearly, over the gap, from the forward continuation into it: the
+    # one) and cross-fades, over the gap, from the forward continuation into it: the
     # gap's end then has the spectrum and phase of what follows. 36 LibriSpeech train files
     # (tune_concealer.py --every 7 --files 36), lookahead 1, bridged packets MAE-shaped as
     # before, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2 | ge20b3: forward only 3.034 / 3.847 | 2.470 /

@@ -9,7 +9,8 @@ is forced to end near its right edge, in one of two layouts the streaming concea
 
 The encoder sees log-mel computed from the lossy waveform (lost packets zeroed, exactly what
 the concealer computes at run time); the loss is the MSE between predicted and *clean*
-absolute (normalised) log-mel on every masked column, so the vocoder can render it.
+absolute (normalised) log-mel on every masked column, so the vocoder can render it
+(``energy_gamma`` > 0 weighs each band of a frame by its share of the frame's power).
 """
 
 from __future__ import annotations
