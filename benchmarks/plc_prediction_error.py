@@ -21,18 +21,22 @@ these figures count what is heard.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio
-from audiomae.data import find_audio
-from audiomae.eval.plc_benchmark import trace_seed
-from audiomae.loss_models import apply_loss, draw_loss, parse_condition
-from audiomae.model import AudioMAE
-from audiomae.plc import conceal
-from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tune_concealer import add_tuning_set_args, tuning_files  # noqa: E402
+
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio  # noqa: E402
+from audiomae.eval.plc_benchmark import trace_seed  # noqa: E402
+from audiomae.loss_models import apply_loss, draw_loss, parse_condition  # noqa: E402
+from audiomae.model import AudioMAE  # noqa: E402
+from audiomae.plc import conceal  # noqa: E402
+from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model  # noqa: E402
 
 DB = 10 / np.log(10)  # natural-log power -> dB
 
@@ -179,19 +183,14 @@ def plot(rows: list[tuple[str, int, dict, dict]], title: str, path: str | Path) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/train")
-    )
-    ap.add_argument("--files", type=int, default=12)
-    ap.add_argument("--every", type=int, default=20, help="take every Nth file of --data (sorted)")
-    ap.add_argument("--conditions", default="ge10b2,ge20b3")
+    add_tuning_set_args(ap)
     ap.add_argument("--model", help="a PLC model directory instead of the bundled one")
     ap.add_argument("--lookahead", type=int, default=0)
     ap.add_argument("--plot", help="also draw the errors by burst position into this PNG")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = AudioMAE.from_pretrained(args.model) if args.model else load_default_plc_model()
-    files = find_audio(args.data)[:: args.every][: args.files]
+    files = tuning_files(args)
     r = record(files, args.conditions.split(","), model, args.lookahead)
     title = f"{args.model or 'bundled model'}, lookahead {args.lookahead}: {len(r['pos'])} lost packets"
     print(f"\n{title} ({len(files)} files of {args.data}, {args.conditions})\n")

@@ -253,14 +253,24 @@ def _features(path: str | None):
     return (_load_model(path) if path else load_default_plc_model()).feature_cfg
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_tuning_set_args(ap: argparse.ArgumentParser) -> None:
+    """``--data``, ``--files``, ``--every``, ``--conditions``: the tuning set (LibriSpeech train,
+    not the dev benchmark) and its loss conditions; :func:`tuning_files` lists the files."""
     ap.add_argument(
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/train")
     )
     ap.add_argument("--files", type=int, default=12)
     ap.add_argument("--every", type=int, default=20, help="take every Nth file of --data (sorted)")
     ap.add_argument("--conditions", default="ge10b2,ge20b3")
+
+
+def tuning_files(args: argparse.Namespace) -> list:
+    return find_audio(args.data)[:: args.every][: args.files]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tuning_set_args(ap)
     ap.add_argument("--out", default="runs/tune_concealer")
     ap.add_argument("--model", help="a PLC model directory instead of the bundled one")
     ap.add_argument(
@@ -297,7 +307,7 @@ def main() -> None:
                 mix=args.mix,
             ),
         )
-    files = find_audio(args.data)[:: args.every][: args.files]
+    files = tuning_files(args)
     methods = [m for m in args.baselines.split(",") if m] + [f"mae-{n}" for n in args.variants]
     # One process: the variants are registered here, not in spawned workers.
     rows = run_plc_benchmark(files, methods, args.conditions.split(","), args.out, max_seconds=10, workers=1)
