@@ -127,6 +127,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-ns50": (1, {"noise_step": 0.5}, {}),
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     "la1-f1p3": (1, {"fade_packets": 3}, {}),
+    "la2": (2, {}, {}),  # two packets of lookahead (40 ms more delay)
     "la1-w05": (1, {"bridge_warp": 0.05}, {}),
     "la1-f2p2": (1, {"full_level_packets": 2}, {}),
     "la1-f1p1": (1, {"fade_packets": 1}, {}),
