@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -129,7 +130,7 @@ def errors(clean: np.ndarray, est: np.ndarray) -> dict[str, float]:
     """Shape and level errors (dB) of ``est`` against ``clean``, both (N, F, frames) log power."""
 
     def level(x):
-        return np.log(np.exp(x).sum(1, keepdims=True))
+        return logsumexp(x, axis=1, keepdims=True)
 
     shape_err = (est - level(est)) - (clean - level(clean))
     share = np.exp(clean - level(clean))

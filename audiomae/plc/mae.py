@@ -16,8 +16,9 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
 * Recovery: the rendered tail beyond the lost packet is cross-faded into the first received
   packet, so recovery adds no delay; after a burst of two or more, a packet louder than the
   concealment ramps up from its level (``recovery_ramp``). With lookahead, when the packet after
-  the gap is already received, the continuation is time-warped to arrive in phase with it (the
-  "bridge").
+  the gap is already received, the gap is bridged from both sides: the continuation, time-warped
+  to arrive in phase with that packet, cross-fades into the packet's own LPC continuation run
+  backwards (``bridge_backward``).
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
   ``fade_packets`` packets, into comfort noise at the speaker's background level; without
   lookahead the continuation's excitation turns from periodic to noise over the same packets
@@ -333,10 +334,10 @@ class MAEConcealer(StreamingConcealer):
             return None
         d = best - reach
         warped = np.interp(np.arange(n) * (n + d) / n, np.arange(ext.size), ext)
-        level = np.sqrt(float(np.mean(cycle.astype(np.float64) ** 2))) + 1e-9
-        ratio = np.sqrt(float(ref @ ref) / m) / level
-        envelope = np.linspace(1.0, float(np.clip(ratio, 0.25, 4.0)), n, endpoint=False)
-        if not self.cfg.bridge_backward:
+        if not self.cfg.bridge_backward:  # the level moves to the next packet's
+            level = np.sqrt(float(np.mean(cycle.astype(np.float64) ** 2))) + 1e-9
+            ratio = np.sqrt(float(ref @ ref) / m) / level
+            envelope = np.linspace(1.0, float(np.clip(ratio, 0.25, 4.0)), n, endpoint=False)
             return (warped * envelope).astype(np.float32)
         # The packet after the gap, extrapolated backwards over the gap with its own period,
         # searched near the played one.
