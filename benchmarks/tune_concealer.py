@@ -17,7 +17,9 @@ G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th 
 condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the
 variants on Opus-decoded audio (``OpusDecodedConcealer``). ``--oracle`` gives each variant the
 clean signal's log-mel in place of the MAE's prediction: what a perfect PLC model would score
-with that variant's renderer settings (the headroom a better model can reach).
+with that variant's renderer settings (the headroom a better model can reach). ``--truth PART
+...`` plays the clean signal itself in some of the lost packets (bridged ones, or the first /
+deeper ones of a burst): what each kind of packet costs the score.
 """
 
 from __future__ import annotations
@@ -141,9 +143,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
 }
 
 
-class OracleConcealer(MAEConcealer):
-    """A diagnostic, not a concealer: the MAE's prediction is replaced by the log-mel of the
-    clean signal (given through ``set_source``) over the same window."""
+class _SourceAware(MAEConcealer):
+    """Diagnostic base: holds the clean signal (``set_source``) and counts the packets answered."""
 
     requires_source = True
 
@@ -158,12 +159,56 @@ class OracleConcealer(MAEConcealer):
         self._packet += 1  # the packet this call answers for
         return super()._conceal(window)
 
+    def _clean_at(self, start: int, n: int) -> np.ndarray:
+        """``n`` samples of the clean signal from ``start`` (zeros outside it)."""
+        out = np.zeros(n, dtype=np.float32)
+        src = self._clean[max(0, start) : start + n]
+        out[max(0, -start) : max(0, -start) + src.size] = src
+        return out
+
+
+class OracleConcealer(_SourceAware):
+    """A diagnostic, not a concealer: the MAE's prediction is replaced by the log-mel of the
+    clean signal over the same window."""
+
     def predict_logmel(self, wave, lost, columns=None):
         start = (self._packet - len(self._hist_lost)) * SAMPLES_PER_PACKET
-        true = np.zeros(wave.size, dtype=np.float32)
-        src = self._clean[max(0, start) : start + wave.size]
-        true[max(0, -start) : max(0, -start) + src.size] = src
+        true = self._clean_at(start, wave.size)
         return self.frontend(torch.from_numpy(true).unsqueeze(0))
+
+
+# Lost packets that ``--truth`` fills with the clean signal: those bridged to the audio after
+# the gap (lookahead), and the others by position in their burst.
+TRUTH_PARTS = ("bridged", "first", "deep")
+
+
+class TruthConcealer(_SourceAware):
+    """A diagnostic, not a concealer: the lost packets of the kinds in ``truth`` (see
+    ``TRUTH_PARTS``; "first" = the first lost packet of a burst that is not bridged, "deep" =
+    later ones) are played as the clean signal at full level, the others concealed as usual.
+    What each kind of packet costs the score."""
+
+    truth: tuple[str, ...] = ()
+
+    def _true_here(self) -> bool:
+        return ("first" if self._burst == 1 else "deep") in self.truth
+
+    def _burst_gains(self) -> np.ndarray:
+        if self._true_here():
+            return np.ones(SAMPLES_PER_PACKET + self.cfg.fade, dtype=np.float32)
+        return super()._burst_gains()
+
+    def _render(self, window):
+        audio, bridge = super()._render(window)
+        if bridge is None and self._true_here():
+            audio = self._clean_at(self._packet * SAMPLES_PER_PACKET, audio.size)
+        return audio, bridge
+
+    def _bridge(self, n, after):
+        bridge = super()._bridge(n, after)
+        if bridge is None or "bridged" not in self.truth:
+            return bridge
+        return self._clean_at(self._packet * SAMPLES_PER_PACKET, n)
 
 
 def _frame_level(mel: torch.Tensor) -> torch.Tensor:
@@ -224,12 +269,21 @@ def _factory(
     bitrate: int = 64000,
     oracle: bool = False,
     mix: str | None = None,
+    truth: tuple[str, ...] = (),
 ):
     def make() -> MAEConcealer | OpusDecodedConcealer:
         vocoder = None
         if renderer:
             vocoder = PitchGuidedRenderer(_features(model), **{"n_iter": 0, **renderer})
-        cls = MixedConcealer if mix else OracleConcealer if oracle else MAEConcealer
+        cls = (
+            MixedConcealer
+            if mix
+            else OracleConcealer
+            if oracle
+            else TruthConcealer
+            if truth
+            else MAEConcealer
+        )
         mae = cls(
             _load_model(model) if model else None,
             vocoder=vocoder,
@@ -238,6 +292,8 @@ def _factory(
         )
         if mix:
             mae.mix = mix
+        if truth:
+            mae.truth = truth
         return OpusDecodedConcealer(mae, decoder=on_opus, bitrate=bitrate) if on_opus else mae
 
     return make
@@ -286,9 +342,18 @@ def main() -> None:
     ap.add_argument(
         "--mix", choices=sorted(MIXES), help="give the renderer a mix of the true and the MAE's log-mel"
     )
+    ap.add_argument(
+        "--truth",
+        nargs="+",
+        choices=TRUTH_PARTS,
+        default=(),
+        help="play the clean signal in these lost packets: bridged, or the first / deeper ones of a burst",
+    )
     args = ap.parse_args()
-    if (args.oracle or args.mix) and args.on_opus:
-        ap.error("--oracle and --mix apply to uncoded audio only")
+    if (args.oracle or args.mix or args.truth) and args.on_opus:
+        ap.error("--oracle, --mix and --truth apply to uncoded audio only")
+    if sum(map(bool, (args.oracle, args.mix, args.truth))) > 1:
+        ap.error("--oracle, --mix and --truth are separate diagnostics: give one")
     torch.set_num_threads(1)
     if args.bitrate != 64000:  # re-register the Opus methods at this bitrate
         from audiomae.plc.base import _REGISTRY, available_methods
@@ -306,6 +371,7 @@ def main() -> None:
                 bitrate=args.bitrate,
                 oracle=args.oracle,
                 mix=args.mix,
+                truth=tuple(args.truth),
             ),
         )
     files = tuning_files(args)

@@ -104,6 +104,34 @@ def test_tune_concealer_oracle_sees_the_clean_log_mel_of_its_window():
     torch.testing.assert_close(mel, expect)
 
 
+def test_tune_concealer_truth_plays_the_clean_signal_in_the_chosen_packets():
+    from conftest import voiced
+
+    from audiomae.plc import conceal
+
+    tune = _script("tune_concealer")
+    x = voiced(2.0)
+    lost = np.zeros(x.size // 320, bool)
+    lost[[30, 31, 32, 70]] = True  # a burst of three (bridged at 32) and a single loss (bridged)
+    lossy = np.where(np.repeat(lost, 320), 0, x).astype(np.float32)
+
+    def snr(parts: tuple[str, ...]) -> list[float]:
+        c = tune.TruthConcealer(lookahead=1)
+        c.truth = parts
+        y = conceal(lossy, lost, c, clean=x)
+        # Skip each packet's first cross-fade (40 samples) from what was played before it.
+        return [
+            10 * np.log10(np.sum(x[s + 40 : s + 320] ** 2) / (np.sum((y - x)[s + 40 : s + 320] ** 2) + 1e-12))
+            for s in (30 * 320, 31 * 320, 32 * 320, 70 * 320)
+        ]
+
+    first, deep, bridged, single = snr(("bridged",))
+    assert min(bridged, single) > 30 and max(first, deep) < min(bridged, single) - 15
+    first, deep, bridged, single = snr(("first", "deep"))
+    print(first, deep, bridged, single)
+    assert min(first, deep) > 30 and max(bridged, single) < min(first, deep) - 10
+
+
 def test_plcmos_filters_scores_each_version_of_every_file(tmp_path, capsys):
     import soundfile as sf
     from conftest import voiced
