@@ -11,7 +11,8 @@ shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead o
 (``pitch``), no bridge to the packet after the gap (``la1-nb``), an N-packet MAE window (``cN``,
 shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``), silence instead of
 comfort noise after long bursts (``cn0``) or comfort noise at N times the background level
-(``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40).
+(``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40), a
+continuation periodic at all frequencies (``periodic``) or noisy from 4 kHz (``hb4k``).
 G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
 ``--data`` (sorted, ``--every``), first 10 s of each; prints mean PESQ-WB and PLCMOS per
 condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the
@@ -122,6 +123,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "ns50-f2p4": (0, {"noise_step": 0.5, "full_level_packets": 2, "fade_packets": 4}, {}),
     "ns50-f1p3": (0, {"noise_step": 0.5, "fade_packets": 3}, {}),
     "ns25-f1p3": (0, {"noise_step": 0.25, "fade_packets": 3}, {}),
+    "ns0-f1p3": (0, {"noise_step": 0.0, "fade_packets": 3}, {}),
+    "ns15-f1p3": (0, {"noise_step": 0.15, "fade_packets": 3}, {}),
     "ns33-f1p3": (0, {"noise_step": 0.33, "fade_packets": 3}, {}),
     "ns75-f1p3": (0, {"noise_step": 0.75, "fade_packets": 3}, {}),
     "ns100-f1p3": (0, {"noise_step": 1.0, "fade_packets": 3}, {}),
@@ -130,6 +133,10 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     "la1-f1p3": (1, {"fade_packets": 3}, {}),
     "la2": (2, {}, {}),  # two packets of lookahead (40 ms more delay)
+    "periodic": (0, {"noise_above": None}, {}),  # the continuation's excitation periodic throughout
+    "la1-periodic": (1, {"noise_above": None}, {}),
+    "hb4k": (0, {"noise_above": 4000.0}, {}),  # noise above 4 kHz instead of 3
+    "la1-hb4k": (1, {"noise_above": 4000.0}, {}),
     "la1-w05": (1, {"bridge_warp": 0.05}, {}),
     "la1-f2p2": (1, {"full_level_packets": 2}, {}),
     "la1-f1p1": (1, {"fade_packets": 1}, {}),

@@ -326,16 +326,49 @@ def test_lpc_continuation_noise_mix():
     assert periodicity(mixed) < periodicity(pure) - 0.1
 
 
+def test_lpc_continuation_noise_above_keeps_the_low_harmonics_and_the_high_band_level():
+    sr, f0 = 16000, 140.0
+    phase = 2 * np.pi * f0 * np.arange(4000) / sr
+    x = (0.05 * sum(np.sin(k * phase) / np.sqrt(k) for k in range(1, 55))).astype(np.float32)  # to 7.6 kHz
+    x += 0.001 * np.random.default_rng(0).standard_normal(x.size).astype(np.float32)
+    h, period = x[2200:3000], round(sr / f0)
+    pure = lpc_continuation(h, period, 3 * P)
+    mixed = lpc_continuation(h, period, 3 * P, noise_above=3000.0, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(
+        mixed, lpc_continuation(h, period, 3 * P, noise_above=3000.0, rng=np.random.default_rng(1))
+    )
+
+    def band(y, lo, hi):
+        spec = np.fft.rfft(y.astype(np.float64))
+        f = np.fft.rfftfreq(y.size, 1 / sr)
+        spec[(f < lo) | (f >= hi)] = 0
+        return np.fft.irfft(spec, y.size)
+
+    def periodicity(y):
+        a, b = y[period:], y[:-period]
+        return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+    low_pure, low_mixed = band(pure, 0, 2500), band(mixed, 0, 2500)
+    assert np.mean((low_mixed - low_pure) ** 2) < 0.05 * np.mean(low_pure**2)  # harmonics below kept
+    high_pure, high_mixed = band(pure, 3200, 8000), band(mixed, 3200, 8000)
+    assert 0.5 < np.mean(high_mixed**2) / np.mean(high_pure**2) < 2.0  # the same power above the cut
+    assert periodicity(high_pure) > 0.9 and periodicity(high_mixed) < 0.3  # but noise, not harmonics
+
+
 def test_noise_step_changes_only_later_packets_of_a_causal_burst(parts):
     x = _glide(60 * P, 140.0, 150.0)
     lost = np.zeros(60, bool)
     lost[[20, 30, 31, 32]] = True
     lossy = x * ~np.repeat(lost, P)
+    model = parts[0]
 
-    def run(**cfg):
-        return conceal(lossy, lost, make(parts, **cfg))
+    def run(**cfg):  # the default renderer, which shapes the continuation (a vocoder ignores it)
+        renderer = PitchGuidedRenderer(model.feature_cfg, n_iter=0)
+        return conceal(
+            lossy, lost, MAEConcealer(model, renderer, config=ConcealerConfig(context_packets=12, **cfg))
+        )
 
-    periodic, noisy = run(noise_step=0.0, fade_packets=3), run()
+    periodic, noisy = run(noise_step=0.0), run()
     assert make(parts).cfg.noise_step == 0.5 and make(parts, lookahead=1).cfg.noise_step == 0.0
     assert make(parts).cfg.fade_packets == 3 and make(parts, lookahead=1).cfg.fade_packets == 2
     np.testing.assert_array_equal(periodic[: 31 * P], noisy[: 31 * P])  # single loss, 1st of burst

@@ -96,6 +96,11 @@ class ConcealerConfig:
     # As CELT's PLC, a residual whose last pitch period is weaker than the one before keeps
     # fading at that rate, period by period (never gaining).
     lpc_decay: bool = True
+    # Mixed excitation: the continuation repeats the residual's last pitch period only below
+    # this frequency (Hz) and puts noise of the same power above it (None: periodic throughout).
+    # Exactly repeated high harmonics sound buzzy; codecs' PLC and MELP vocoders avoid them the
+    # same way. (Measured figures: see tune_concealer.md, "Mixed excitation".)
+    noise_above: float | None = 3000.0
     # Recovery after a burst of at least ``recovery_ramp_after`` packets, as SILK's PLC "glues"
     # frames: a received packet louder than the last concealed one starts at that packet's level
     # and ramps up to its own over ``recovery_ramp`` samples (0: off) instead of jumping out of
@@ -169,6 +174,10 @@ class ConcealerConfig:
             raise ValueError(
                 f"need 0 <= recovery_ramp <= {SAMPLES_PER_PACKET} samples and recovery_ramp_after >= 1, "
                 f"got {self.recovery_ramp}, {self.recovery_ramp_after}"
+            )
+        if self.noise_above is not None and not 0 < self.noise_above < SAMPLE_RATE / 2:
+            raise ValueError(
+                f"noise_above must be in (0, {SAMPLE_RATE // 2}) Hz or None, got {self.noise_above}"
             )
         if self.noise_step is not None and not 0 <= self.noise_step <= 1:
             raise ValueError(f"noise_step must be in [0, 1], got {self.noise_step}")
@@ -263,7 +272,8 @@ class MAEConcealer(StreamingConcealer):
         self._tail: np.ndarray | None = None
         self._burst = 0
         self._levels: list[float] = []
-        self._rng = np.random.default_rng(self.cfg.noise_seed)
+        self._rng = np.random.default_rng(self.cfg.noise_seed)  # comfort noise
+        self._count = 0  # packets played; seeds the continuation's excitation noise per packet
 
     def _remember(self, received: np.ndarray | None, played: np.ndarray) -> None:
         self._hist = np.concatenate(
@@ -273,6 +283,7 @@ class MAEConcealer(StreamingConcealer):
         self._played = np.concatenate([self._played[SAMPLES_PER_PACKET:], played])
         self._cycle = None
         self._cont = None
+        self._count += 1
         if received is not None:
             self._levels.append(float(np.sqrt(np.mean(received.astype(np.float64) ** 2)) + 1e-9))
             del self._levels[:-150]  # the last 3 s
@@ -298,10 +309,17 @@ class MAEConcealer(StreamingConcealer):
                 size,
                 order=self.cfg.lpc_order,
                 noise_mix=mix,
-                rng=self._rng if mix > 0 else None,
+                rng=self._excitation_rng(0),
                 decay=self.cfg.lpc_decay,
+                noise_above=self.cfg.noise_above,
             )
         return self._cont[:n]
+
+    def _excitation_rng(self, stream: int) -> np.random.Generator:
+        """The noise for this packet's continuation (``stream`` 0) or backward bridge (1):
+        seeded by the packet, so it does not depend on what was asked of the concealer before
+        (a longer continuation of the same packet starts with the same samples)."""
+        return np.random.default_rng([self.cfg.noise_seed, self._count, stream])
 
     def extrapolate(self, n: int) -> np.ndarray:
         """``n`` samples continuing what was played so far (the concealer's own continuation);
@@ -343,9 +361,15 @@ class MAEConcealer(StreamingConcealer):
         # searched near the played one.
         order = self.cfg.lpc_order
         back_period = min(_period_near(after, period), after.size - order)
-        backward = lpc_continuation(after[::-1], back_period, n, order=order, decay=self.cfg.lpc_decay)[
-            ::-1
-        ].astype(np.float64)
+        backward = lpc_continuation(
+            after[::-1],
+            back_period,
+            n,
+            order=order,
+            decay=self.cfg.lpc_decay,
+            noise_above=self.cfg.noise_above,
+            rng=self._excitation_rng(1),
+        )[::-1].astype(np.float64)
         # The backward part brings the level of what follows: the forward one keeps its own.
         w = (np.arange(n) / n) ** 0.7
         return (warped * (1 - w) + backward * w).astype(np.float32)
@@ -494,6 +518,7 @@ def lpc_continuation(
     noise_mix: float = 0.0,
     rng: np.random.Generator | None = None,
     decay: bool = False,
+    noise_above: float | None = None,
 ) -> np.ndarray:
     """``n`` samples continuing ``history`` by linear prediction with a pitch-periodic excitation.
 
@@ -508,7 +533,10 @@ def lpc_continuation(
     as it is). ``noise_mix``: share of white noise at the residual's level in the excitation
     (``MAEConcealer`` raises it over a burst). Measured on LibriSpeech train
     (``benchmarks/tune_concealer.py``): noise in the first lost packet costs PLCMOS even where
-    the played audio is unvoiced, so the concealer starts every burst purely periodic."""
+    the played audio is unvoiced, so the concealer starts every burst purely periodic.
+    ``noise_above`` (Hz): the repeated period keeps only its harmonics below this frequency;
+    above it the excitation is noise with the same power there (a mixed excitation, as MELP
+    vocoders use: exactly repeated high harmonics sound buzzy)."""
     from scipy.linalg import solve_toeplitz
     from scipy.signal import lfilter, lfiltic
 
@@ -525,7 +553,24 @@ def lpc_continuation(
     inverse = np.concatenate([[1.0], -a])
     residual = lfilter(inverse, [1.0], h)
     state = lfiltic([1.0], inverse, h[::-1][:order])
-    excitation = np.resize(residual[-period:], n)
+    # Two independent noise sources, each drawn from its start: a longer continuation from the
+    # same generator state begins with the same samples.
+    rng = rng or np.random.default_rng(0)
+    high_rng, mix_rng = (np.random.default_rng(s) for s in rng.integers(2**62, size=2))
+    cycle = residual[-period:]
+    high = None
+    if noise_above is not None:
+        spectrum = np.fft.rfft(cycle)
+        cut = int(round(noise_above * period / sample_rate))
+        power = 2.0 * float(np.sum(np.abs(spectrum[cut:]) ** 2)) / period**2  # mean power above the cut
+        spectrum[cut:] = 0.0
+        cycle = np.fft.irfft(spectrum, period)
+        taps = _highpass(float(noise_above), sample_rate)
+        white = high_rng.standard_normal(n + taps.size - 1)
+        high = lfilter(taps, [1.0], white)[taps.size - 1 :] * np.sqrt(power / float(taps @ taps))
+    excitation = np.resize(cycle, n)
+    if high is not None:
+        excitation = excitation + high
     if decay and h.size >= 2 * period:
         # As CELT's PLC: a residual whose last period is weaker than the one before it keeps
         # losing energy at that rate, period by period (never gaining).
@@ -534,10 +579,18 @@ def lpc_continuation(
         excitation = excitation * np.sqrt(min(e1, e2) / e2) ** (np.arange(n) // period)
     if noise_mix > 0:
         rms = np.sqrt(np.mean(residual[-period:] ** 2))
-        noise = (rng or np.random.default_rng(0)).standard_normal(n) * rms
+        noise = mix_rng.standard_normal(n) * rms
         excitation = np.sqrt(1 - noise_mix) * excitation + np.sqrt(noise_mix) * noise
     out, _ = lfilter([1.0], inverse, excitation, zi=state)
     return out.astype(np.float32)
+
+
+@functools.lru_cache
+def _highpass(cutoff: float, sample_rate: int) -> np.ndarray:
+    """Taps of a linear-phase FIR high-pass (63 taps, ~0.8 kHz transition at 16 kHz)."""
+    from scipy.signal import firwin
+
+    return firwin(63, cutoff, pass_zero=False, fs=sample_rate)
 
 
 def _known_frames(lost: np.ndarray, frames_per_packet: int, hop: int, win_length: int) -> np.ndarray:
