@@ -20,9 +20,9 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
   to arrive in phase with that packet, cross-fades into the packet's own LPC continuation run
   backwards (``bridge_backward``).
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
-  ``fade_packets`` packets, into comfort noise at the speaker's background level; without
-  lookahead the continuation's excitation turns from periodic to noise over the same packets
-  (``noise_step``).
+  ``fade_packets`` packets, into comfort noise at the speaker's background level.
+* The continuation's excitation is mixed: the last pitch period of the LPC residual repeats
+  below 3 kHz, noise of the same power fills the band above (``noise_above``).
 * The first lost packet of a burst is rendered from the continuation alone: there the
   continuation is better than the bundled MAE's prediction, which shapes the packets after it
   (``mae_from_packet``).
@@ -66,7 +66,7 @@ class ConcealerConfig:
     # full level, as in G.711 Appendix I; the first 20 ms of the concealment is worth hearing.
     full_level_packets: int = 1  # lost packets rendered at full level before fading (20 ms)
     # Packets over which a long burst fades into comfort noise (None: 3 without lookahead, 2
-    # with; see ``noise_step``).
+    # with; tune_concealer.md).
     fade_packets: int | None = None
     comfort_noise: bool = True
     # Comfort-noise level relative to the background estimate (10th percentile of packet RMS).
@@ -115,14 +115,16 @@ class ConcealerConfig:
     # Ramping after single losses too (160) cost 0.011 PESQ-WB at ge05b1.5 for no PLCMOS.
     recovery_ramp: int = 320
     recovery_ramp_after: int = 2
-    # Share of white noise in the continuation's excitation, added per lost packet after the
-    # first of a burst (0: purely periodic), as SILK's PLC lets periodicity decay over a burst.
-    # None: 0.5 without lookahead, 0 with. 36 LibriSpeech train files (tune_concealer.py --every
-    # 7 --files 36), PLCMOS at ge05b1.5 | ge10b2 | ge20b3, causal: periodic, 2-packet fade 3.826 |
-    # 3.530 | 2.940; 0.5 with a 3-packet fade 3.841 | 3.554 | 2.996 (PESQ-WB -0.008 | +0.003 |
-    # +0.017); 0.33, 2-packet fade 3.836 | 3.554 | 2.973. Lookahead 1: periodic 3.838 | 3.570 |
-    # 3.039, 0.5 and 3 packets 3.810 | 3.521 | 3.029 (the bridge wants the periodic continuation).
-    noise_step: float | None = None
+    # Share of white noise in the continuation's excitation (all bands), added per lost packet
+    # after the first of a burst, as SILK's PLC lets periodicity decay over a burst. 36
+    # LibriSpeech train files (tune_concealer.py --every 7 --files 36), causal, periodic
+    # excitation: 0 with a 2-packet fade PLCMOS 3.826 | 3.530 | 2.940 at ge05b1.5 | ge10b2 |
+    # ge20b3, 0.5 with a 3-packet fade 3.841 | 3.554 | 2.996 (it was 0.5 causally until the mixed
+    # excitation). With noise above 3 kHz (``noise_above``), 3-packet fade, PESQ-WB / PLCMOS: 0.5
+    # 3.003 / 3.865 | 2.382 / 3.604 | 1.639 / 3.119, 0.15 3.027 / 3.877 | 2.410 / 3.614 | 1.657 /
+    # 3.121, 0 3.038 / 3.878 | 2.425 / 3.626 | 1.659 / 3.121. Lookahead 1 (periodic): 0 3.838 |
+    # 3.570 | 3.039, 0.5 3.810 | 3.521 | 3.029 PLCMOS.
+    noise_step: float = 0.0
     # With lookahead, a gap whose end is already received is bridged: the continuation is
     # time-warped (by at most ``bridge_warp`` of the gap) to land in phase with the audio after
     # the gap, and its level moves to that audio's, instead of fading into a cross-fade.
@@ -179,7 +181,7 @@ class ConcealerConfig:
             raise ValueError(
                 f"noise_above must be in (0, {SAMPLE_RATE // 2}) Hz or None, got {self.noise_above}"
             )
-        if self.noise_step is not None and not 0 <= self.noise_step <= 1:
+        if not 0 <= self.noise_step <= 1:
             raise ValueError(f"noise_step must be in [0, 1], got {self.noise_step}")
         if self.continuation not in ("pitch", "lpc"):
             raise ValueError(f"continuation must be 'pitch' or 'lpc', got {self.continuation!r}")
@@ -223,7 +225,6 @@ class MAEConcealer(StreamingConcealer):
         self.cfg = cfg = dataclasses.replace(
             cfg,
             fade_packets=cfg.fade_packets if cfg.fade_packets is not None else (3 if causal else 2),
-            noise_step=cfg.noise_step if cfg.noise_step is not None else (0.5 if causal else 0.0),
         )
         # Concealers only read the model, so those built by name share one loaded copy.
         if model is None:
