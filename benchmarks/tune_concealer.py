@@ -132,6 +132,9 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-ns50": (1, {"noise_step": 0.5}, {}),
     "la1-ns50-f1p3": (1, {"noise_step": 0.5, "fade_packets": 3}, {}),
     "la1-f1p3": (1, {"fade_packets": 3}, {}),
+    "la1-f1p2": (1, {"fade_packets": 2}, {}),  # the lookahead default before stop 15
+    "la1-f1p4": (1, {"fade_packets": 4}, {}),
+    "f1p5": (0, {"fade_packets": 5}, {}),
     "la2": (2, {}, {}),  # two packets of lookahead (40 ms more delay)
     "periodic": (0, {"noise_above": None}, {}),  # the continuation's excitation periodic throughout
     "la1-periodic": (1, {"noise_above": None}, {}),
