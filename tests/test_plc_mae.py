@@ -353,6 +353,18 @@ def test_lpc_continuation_noise_above_keeps_the_low_harmonics_and_the_high_band_
     high_pure, high_mixed = band(pure, 3200, 8000), band(mixed, 3200, 8000)
     assert 0.5 < np.mean(high_mixed**2) / np.mean(high_pure**2) < 2.0  # the same power above the cut
     assert periodicity(high_pure) > 0.9 and periodicity(high_mixed) < 0.3  # but noise, not harmonics
+    # A longer continuation from the same generator state starts with the same samples (the
+    # concealer may ask twice in one packet), excitation noise included.
+    longer = lpc_continuation(
+        h, period, 5 * P, noise_above=3000.0, noise_mix=0.3, rng=np.random.default_rng(2)
+    )
+    shorter = lpc_continuation(
+        h, period, 2 * P, noise_above=3000.0, noise_mix=0.3, rng=np.random.default_rng(2)
+    )
+    np.testing.assert_allclose(longer[: 2 * P], shorter, atol=1e-6)
+    for name in ("noise_above", "noise_above_later"):
+        with pytest.raises(ValueError, match=name):
+            ConcealerConfig(**{name: 9000.0})
 
 
 def test_noise_step_changes_only_later_packets_of_a_causal_burst(parts):
@@ -370,7 +382,7 @@ def test_noise_step_changes_only_later_packets_of_a_causal_burst(parts):
 
     periodic, noisy = run(), run(noise_step=0.5)
     assert make(parts).cfg.noise_step == 0.0 and make(parts, lookahead=1).cfg.noise_step == 0.0
-    assert make(parts).cfg.fade_packets == 3 and make(parts, lookahead=1).cfg.fade_packets == 3
+    assert make(parts).cfg.fade_packets == 4 and make(parts, lookahead=1).cfg.fade_packets == 4
     np.testing.assert_array_equal(periodic[: 31 * P], noisy[: 31 * P])  # single loss, 1st of burst
     assert not np.allclose(periodic[31 * P : 33 * P], noisy[31 * P : 33 * P])
     with pytest.raises(ValueError, match="noise_step"):

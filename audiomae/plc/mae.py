@@ -69,8 +69,10 @@ class ConcealerConfig:
     # ge20b3: causal, 3 packets 3.038 / 3.878 | 2.425 / 3.626 | 1.659 / 3.121, 4 packets 3.050 /
     # 3.878 | 2.454 / 3.623 | 1.684 / 3.126; lookahead 1, 2 packets (the default until then)
     # 3.367 / 4.023 | 2.762 / 3.829 | 1.768 / 3.377, 3 packets 3.385 / 4.022 | 2.800 / 3.838 |
-    # 1.816 / 3.412. Periodic, 3 packets cost lookahead 1 PLCMOS (tune_concealer.md).
-    fade_packets: int = 3
+    # 1.816 / 3.412, 4 packets 3.393 / 4.022 | 2.828 / 3.839 | 1.851 / 3.419; causal, 5 packets
+    # 3.059 / 3.877 | 2.469 / 3.616 | 1.698 / 3.110. (With a periodic excitation, longer fades
+    # cost PLCMOS: tune_concealer.md.)
+    fade_packets: int = 4
     comfort_noise: bool = True
     # Comfort-noise level relative to the background estimate (10th percentile of packet RMS).
     # Tuning set (10 ms cross-fade), PLCMOS at ge10b2 / ge20b3: 1.0 -> 3.515 / 2.918, 0.5 ->
@@ -104,6 +106,11 @@ class ConcealerConfig:
     # Exactly repeated high harmonics sound buzzy; codecs' PLC and MELP vocoders avoid them the
     # same way. (Measured figures: see tune_concealer.md, "Mixed excitation".)
     noise_above: float | None = 3000.0
+    # The same from the second lost packet of a burst on (None: periodic throughout). 36 train
+    # files, PLCMOS at ge05b1.5 | ge10b2 | ge20b3, causal: 3 kHz 3.878 | 3.626 | 3.121, 2 kHz
+    # 3.880 | 3.639 | 3.140 (PESQ-WB within 0.002); lookahead 1: 4.022 | 3.838 | 3.412 and 4.021 |
+    # 3.841 | 3.419.
+    noise_above_later: float | None = 2000.0
     # Recovery after a burst of at least ``recovery_ramp_after`` packets, as SILK's PLC "glues"
     # frames: a received packet louder than the last concealed one starts at that packet's level
     # and ramps up to its own over ``recovery_ramp`` samples (0: off) instead of jumping out of
@@ -180,10 +187,10 @@ class ConcealerConfig:
                 f"need 0 <= recovery_ramp <= {SAMPLES_PER_PACKET} samples and recovery_ramp_after >= 1, "
                 f"got {self.recovery_ramp}, {self.recovery_ramp_after}"
             )
-        if self.noise_above is not None and not 0 < self.noise_above < SAMPLE_RATE / 2:
-            raise ValueError(
-                f"noise_above must be in (0, {SAMPLE_RATE // 2}) Hz or None, got {self.noise_above}"
-            )
+        for name in ("noise_above", "noise_above_later"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < SAMPLE_RATE / 2:
+                raise ValueError(f"{name} must be in (0, {SAMPLE_RATE // 2}) Hz or None, got {value}")
         if not 0 <= self.noise_step <= 1:
             raise ValueError(f"noise_step must be in [0, 1], got {self.noise_step}")
         if self.continuation not in ("pitch", "lpc"):
@@ -309,7 +316,7 @@ class MAEConcealer(StreamingConcealer):
                 noise_mix=mix,
                 rng=self._excitation_rng(0),
                 decay=self.cfg.lpc_decay,
-                noise_above=self.cfg.noise_above,
+                noise_above=self.cfg.noise_above if self._burst < 2 else self.cfg.noise_above_later,
             )
         return self._cont[:n]
 
