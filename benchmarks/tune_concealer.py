@@ -12,7 +12,9 @@ shipped 4; ``b80`` one gain per band), the waveform pitch continuation instead o
 shipped 24), the MAE in fp32 instead of int8 (``fp32``, ``la1-fp32``), silence instead of
 comfort noise after long bursts (``cn0``) or comfort noise at N times the background level
 (``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40), a
-continuation periodic at all frequencies (``periodic``) or noisy from 4 kHz (``hb4k``).
+continuation periodic at all frequencies (``periodic``), noisy from 4 kHz in a burst's first
+lost packet (``hb4k``) or from 3 kHz after it (``later3k``), the settings before the mixed
+excitation (``s14``, ``la1-s14``).
 G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
 ``--data`` (sorted, ``--every``), first 10 s of each; prints mean PESQ-WB and PLCMOS per
 condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the
@@ -136,10 +138,15 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-f1p4": (1, {"fade_packets": 4}, {}),
     "f1p5": (0, {"fade_packets": 5}, {}),
     "la2": (2, {}, {}),  # two packets of lookahead (40 ms more delay)
-    "periodic": (0, {"noise_above": None}, {}),  # the continuation's excitation periodic throughout
-    "la1-periodic": (1, {"noise_above": None}, {}),
-    "hb4k": (0, {"noise_above": 4000.0}, {}),  # noise above 4 kHz instead of 3
+    "periodic": (0, {"noise_above": None, "noise_above_later": None}, {}),  # no mixed excitation
+    "la1-periodic": (1, {"noise_above": None, "noise_above_later": None}, {}),
+    # The settings shipped before the mixed excitation (stop 14).
+    "s14": (0, {"noise_above": None, "noise_above_later": None, "noise_step": 0.5, "fade_packets": 3}, {}),
+    "la1-s14": (1, {"noise_above": None, "noise_above_later": None, "fade_packets": 2}, {}),
+    "hb4k": (0, {"noise_above": 4000.0}, {}),  # noise above 4 kHz in the first lost packet, not 3
     "la1-hb4k": (1, {"noise_above": 4000.0}, {}),
+    "later3k": (0, {"noise_above_later": 3000.0}, {}),  # noise above 3 kHz after it too, not 2
+    "la1-later3k": (1, {"noise_above_later": 3000.0}, {}),
     "la1-w05": (1, {"bridge_warp": 0.05}, {}),
     "la1-f2p2": (1, {"full_level_packets": 2}, {}),
     "la1-f1p1": (1, {"fade_packets": 1}, {}),
