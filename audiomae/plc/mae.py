@@ -22,7 +22,8 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
 * Long bursts: after ``full_level_packets`` lost packets the prediction fades, over
   ``fade_packets`` packets, into comfort noise at the speaker's background level.
 * The continuation's excitation is mixed: the last pitch period of the LPC residual repeats
-  below 3 kHz, noise of the same power fills the band above (``noise_above``).
+  only at low frequencies (below 3 kHz in a burst's first lost packet, ``noise_above``, and
+  lower after it, ``noise_above_later``), noise of the same power fills the band above.
 * The first lost packet of a burst is rendered from the continuation alone: there the
   continuation is better than the bundled MAE's prediction, which shapes the packets after it
   (``mae_from_packet``).
@@ -107,10 +108,14 @@ class ConcealerConfig:
     # same way. (Measured figures: see tune_concealer.md, "Mixed excitation".)
     noise_above: float | None = 3000.0
     # The same from the second lost packet of a burst on (None: periodic throughout). 36 train
-    # files, PLCMOS at ge05b1.5 | ge10b2 | ge20b3, causal: 3 kHz 3.878 | 3.626 | 3.121, 2 kHz
-    # 3.880 | 3.639 | 3.140 (PESQ-WB within 0.002); lookahead 1: 4.022 | 3.838 | 3.412 and 4.021 |
-    # 3.841 | 3.419.
-    noise_above_later: float | None = 2000.0
+    # files, PLCMOS at ge05b1.5 | ge10b2 | ge20b3, causal, 3-packet fade: 3 kHz 3.878 | 3.626 |
+    # 3.121, 2 kHz 3.880 | 3.639 | 3.140 (PESQ-WB within 0.002); 4-packet fade, PESQ-WB / PLCMOS:
+    # 2 kHz 3.053 / 3.881 | 2.455 / 3.638 | 1.685 / 3.150, 1.5 kHz 3.053 / 3.883 | 2.456 / 3.647 |
+    # 1.684 / 3.166, 1 kHz 3.055 / 3.887 | 2.455 / 3.653 | 1.685 / 3.181, 0.5 kHz 3.045 / 3.894 |
+    # 2.444 / 3.660 | 1.678 / 3.197; lookahead 1 (backward bridge periodic): 1.5 kHz 3.401 / 4.025
+    # | 2.835 / 3.846 | 1.857 / 3.432, 1 kHz 3.402 / 4.024 | 2.827 / 3.847 | 1.857 / 3.449, 0.5 kHz
+    # 3.385 / 4.030 | 2.805 / 3.845 | 1.852 / 3.455.
+    noise_above_later: float | None = 1000.0
     # Recovery after a burst of at least ``recovery_ramp_after`` packets, as SILK's PLC "glues"
     # frames: a received packet louder than the last concealed one starts at that packet's level
     # and ramps up to its own over ``recovery_ramp`` samples (0: off) instead of jumping out of
@@ -314,17 +319,17 @@ class MAEConcealer(StreamingConcealer):
                 size,
                 order=self.cfg.lpc_order,
                 noise_mix=mix,
-                rng=self._excitation_rng(0),
+                rng=self._excitation_rng(),
                 decay=self.cfg.lpc_decay,
                 noise_above=self.cfg.noise_above if self._burst < 2 else self.cfg.noise_above_later,
             )
         return self._cont[:n]
 
-    def _excitation_rng(self, stream: int) -> np.random.Generator:
-        """The noise for this packet's continuation (``stream`` 0) or backward bridge (1):
-        seeded by the packet, so it does not depend on what was asked of the concealer before
-        (a longer continuation of the same packet starts with the same samples)."""
-        return np.random.default_rng([self.cfg.noise_seed, self._count, stream])
+    def _excitation_rng(self) -> np.random.Generator:
+        """The noise for this packet's continuation: seeded by the packet, so it does not depend
+        on what was asked of the concealer before (a longer continuation of the same packet
+        starts with the same samples)."""
+        return np.random.default_rng([self.cfg.noise_seed, self._count])
 
     def extrapolate(self, n: int) -> np.ndarray:
         """``n`` samples continuing what was played so far (the concealer's own continuation);
@@ -366,15 +371,12 @@ class MAEConcealer(StreamingConcealer):
         # searched near the played one.
         order = self.cfg.lpc_order
         back_period = min(_period_near(after, period), after.size - order)
-        backward = lpc_continuation(
-            after[::-1],
-            back_period,
-            n,
-            order=order,
-            decay=self.cfg.lpc_decay,
-            noise_above=self.cfg.noise_above,
-            rng=self._excitation_rng(1),
-        )[::-1].astype(np.float64)
+        # Its excitation stays periodic: 36 train files, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2 |
+        # ge20b3, noise above 3 kHz 3.393 / 4.023 | 2.827 / 3.843 | 1.853 / 3.435, periodic 3.401 /
+        # 4.025 | 2.835 / 3.846 | 1.857 / 3.432 (noise above 1.5 kHz later in a burst).
+        backward = lpc_continuation(after[::-1], back_period, n, order=order, decay=self.cfg.lpc_decay)[
+            ::-1
+        ].astype(np.float64)
         # The backward part brings the level of what follows: the forward one keeps its own.
         w = (np.arange(n) / n) ** 0.7
         return (warped * (1 - w) + backward * w).astype(np.float32)
@@ -536,7 +538,7 @@ def lpc_continuation(
     ``decay``: the repeated period loses energy, period by period, at the rate the residual's
     last period lost against the one before (CELT's PLC does this; a rising residual repeats
     as it is). ``noise_mix``: share of white noise at the residual's level in the excitation
-    (``MAEConcealer`` raises it over a burst). Measured on LibriSpeech train
+    (``MAEConcealer`` can raise it over a burst: ``noise_step``). Measured on LibriSpeech train
     (``benchmarks/tune_concealer.py``): noise in the first lost packet costs PLCMOS even where
     the played audio is unvoiced, so the concealer starts every burst purely periodic.
     ``noise_above`` (Hz): the repeated period keeps only its harmonics below this frequency;
