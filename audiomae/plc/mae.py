@@ -105,7 +105,7 @@ class ConcealerConfig:
     # Mixed excitation: the continuation repeats the residual's last pitch period only below
     # this frequency (Hz) and puts noise of the same power above it (None: periodic throughout).
     # Exactly repeated high harmonics sound buzzy; codecs' PLC and MELP vocoders avoid them the
-    # same way. (Measured figures: see tune_concealer.md, "Mixed excitation".)
+    # same way. (Measured figures: tune_concealer.md, "... and a mixed excitation".)
     noise_above: float | None = 3000.0
     # The same from the second lost packet of a burst on (None: periodic throughout). 36 train
     # files, PLCMOS at ge05b1.5 | ge10b2 | ge20b3, causal, 3-packet fade: 3 kHz 3.878 | 3.626 |
