@@ -145,7 +145,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-s14": (1, {"noise_above": None, "noise_above_later": None, "fade_packets": 2}, {}),
     "hb4k": (0, {"noise_above": 4000.0}, {}),  # noise above 4 kHz in the first lost packet, not 3
     "la1-hb4k": (1, {"noise_above": 4000.0}, {}),
-    "later3k": (0, {"noise_above_later": 3000.0}, {}),  # noise above 3 kHz after it too, not 2
+    "later3k": (0, {"noise_above_later": 3000.0}, {}),  # noise above 3 kHz after it too, not 1
     "la1-later3k": (1, {"noise_above_later": 3000.0}, {}),
     "la1-w05": (1, {"bridge_warp": 0.05}, {}),
     "la1-f2p2": (1, {"full_level_packets": 2}, {}),
@@ -157,6 +157,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     # 24 dB, three packets at full level (with --oracle: the headroom of a perfect model).
     "trust": (0, {**_HOLD3, "noise_step": 0.0}, _TRUST),
     "la1-trust": (1, _HOLD3, _TRUST),
+    # Trusting it from the second lost packet on (the first keeps the continuation).
+    "la1-trust2": (1, {"full_level_packets": 3, "fade_packets": 3}, _TRUST),
 }
 
 
