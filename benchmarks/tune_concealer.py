@@ -67,6 +67,7 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-g3": (1, {}, {"max_gain_db": 3.0}),
     "g24": (0, {}, {"max_gain_db": 24.0}),
     "b1": (0, {}, {"gain_groups": 1}),
+    "la1-b1": (1, {}, {"gain_groups": 1}),
     "b80": (0, {}, {"gain_groups": None}),
     "b8": (0, {}, {"gain_groups": 8}),
     "b16": (0, {}, {"gain_groups": 16}),
