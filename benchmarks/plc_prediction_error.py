@@ -49,23 +49,14 @@ class _Recorder(MAEConcealer):
         super().__init__(*args, **kwargs)
         self.records: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.clean_mel: torch.Tensor | None = None
-        self._index = -1
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._index = -1
-
-    def _conceal(self, window):
-        self._index += 1
-        return super()._conceal(window)
 
     def predict_logmel(self, wave, lost, columns=None):
         pred = super().predict_logmel(wave, lost, columns)
         fpp = self._frames_per_packet
         first = len(self._hist_lost) * fpp
-        t0 = self._index * fpp  # the target's first frame in the file
-        clean = self.clean_mel[:, t0 : t0 + fpp].numpy()
-        self.records.append((self._index, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
+        t = self._count  # the packet being concealed (packets played before it)
+        clean = self.clean_mel[:, t * fpp : (t + 1) * fpp].numpy()
+        self.records.append((t, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
         return pred
 
 
@@ -90,30 +81,27 @@ def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.n
     windows miss the packet, interpolated linearly: what one packet of lookahead could give a
     single loss)."""
     out = {k: [] for k in ("pos", "isolated", "clean", "pred", "guide", "interp")}
+    renderer = _GuideRecorder(model.feature_cfg, n_iter=0)
+    c = _Recorder(model, vocoder=renderer, lookahead=lookahead, config=ConcealerConfig(mae_from_packet=1))
+    fpp, hop = c._frames_per_packet, model.feature_cfg.hop_length
+    half = model.feature_cfg.win_length // 2
     for file in files:
         audio = load_audio(file)[: 10 * SAMPLE_RATE]
         n = -(-audio.size // SAMPLES_PER_PACKET)
         padded = np.pad(audio, (0, n * SAMPLES_PER_PACKET - audio.size))
+        c.clean_mel = c.frontend(torch.from_numpy(padded).unsqueeze(0))[0]
+        mel = c.clean_mel.numpy()
         for cond in conditions:
             lost = draw_loss(parse_condition(cond), n, trace_seed(file, cond, 0))
-            renderer = _GuideRecorder(model.feature_cfg, n_iter=0)
-            c = _Recorder(
-                model, vocoder=renderer, lookahead=lookahead, config=ConcealerConfig(mae_from_packet=1)
-            )
-            c.clean_mel = c.frontend(torch.from_numpy(padded).unsqueeze(0))[0]
-            conceal(apply_loss(audio, lost), lost, c)
+            c.records.clear()
+            renderer.records.clear()
+            conceal(apply_loss(audio, lost), lost, c)  # resets the concealer first
             if len(c.records) != len(renderer.records):
                 raise RuntimeError("predictions and renderings out of step")
-            mel = c.clean_mel.numpy()
             for (t, p, x, m), g in zip(c.records, renderer.records):
                 if not x.shape == m.shape == g.shape or t + 1 >= n:  # the file's last packet: skipped
                     continue
                 # The nearest frames whose analysis window misses the lost packet's samples.
-                fpp, hop, half = (
-                    x.shape[-1],
-                    c.model.feature_cfg.hop_length,
-                    c.model.feature_cfg.win_length // 2,
-                )
                 k0 = (t * SAMPLES_PER_PACKET - half) // hop
                 k1 = -(-((t + 1) * SAMPLES_PER_PACKET + half) // hop)
                 if k0 < 0 or k1 >= mel.shape[-1]:

@@ -164,20 +164,13 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
 
 
 class _SourceAware(MAEConcealer):
-    """Diagnostic base: holds the clean signal (``set_source``) and counts the packets answered."""
+    """Diagnostic base: holds the clean signal (``set_source``). Inside a call, the packet it
+    answers for is ``_count`` (the packets played before it)."""
 
     requires_source = True
 
     def set_source(self, clean: np.ndarray) -> None:
         self._clean = clean
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._packet = -1
-
-    def _conceal(self, window):
-        self._packet += 1  # the packet this call answers for
-        return super()._conceal(window)
 
     def _clean_at(self, start: int, n: int) -> np.ndarray:
         """``n`` samples of the clean signal from ``start`` (zeros outside it)."""
@@ -192,7 +185,7 @@ class OracleConcealer(_SourceAware):
     clean signal over the same window."""
 
     def predict_logmel(self, wave, lost, columns=None):
-        start = (self._packet - len(self._hist_lost)) * SAMPLES_PER_PACKET
+        start = (self._count - len(self._hist_lost)) * SAMPLES_PER_PACKET
         true = self._clean_at(start, wave.size)
         return self.frontend(torch.from_numpy(true).unsqueeze(0))
 
@@ -221,14 +214,14 @@ class TruthConcealer(_SourceAware):
     def _render(self, window):
         audio, bridge = super()._render(window)
         if bridge is None and self._true_here():
-            audio = self._clean_at(self._packet * SAMPLES_PER_PACKET, audio.size)
+            audio = self._clean_at(self._count * SAMPLES_PER_PACKET, audio.size)
         return audio, bridge
 
     def _bridge(self, n, after):
         bridge = super()._bridge(n, after)
         if bridge is None or "bridged" not in self.truth:
             return bridge
-        return self._clean_at(self._packet * SAMPLES_PER_PACKET, n)
+        return self._clean_at(self._count * SAMPLES_PER_PACKET, n)
 
 
 def _frame_level(mel: torch.Tensor) -> torch.Tensor:

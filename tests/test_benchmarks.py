@@ -89,7 +89,7 @@ def test_tune_concealer_oracle_sees_the_clean_log_mel_of_its_window():
     class Probe(tune.OracleConcealer):
         def predict_logmel(self, wave, lost, columns=None):
             mel = super().predict_logmel(wave, lost, columns)
-            seen.append((self._packet, wave.size, mel))
+            seen.append((self._count, wave.size, mel))
             return mel
 
     oracle = Probe(config=tune.ConcealerConfig(mae_from_packet=1))

@@ -283,7 +283,9 @@ class MAEConcealer(StreamingConcealer):
         self._burst = 0
         self._levels: list[float] = []
         self._rng = np.random.default_rng(self.cfg.noise_seed)  # comfort noise
-        self._count = 0  # packets played; seeds the continuation's excitation noise per packet
+        # Packets played so far (= the index of the packet being concealed); seeds the
+        # continuation's excitation noise per packet.
+        self._count = 0
 
     def _remember(self, received: np.ndarray | None, played: np.ndarray) -> None:
         self._hist = np.concatenate(
@@ -565,7 +567,7 @@ def lpc_continuation(
     rng = rng or np.random.default_rng(0)
     high_rng, mix_rng = (np.random.default_rng(s) for s in rng.integers(2**62, size=2))
     cycle = residual[-period:]
-    high = None
+    high = 0.0  # the noise above the cut-off, if any
     if noise_above is not None:
         spectrum = np.fft.rfft(cycle)
         cut = int(round(noise_above * period / sample_rate))
@@ -575,9 +577,7 @@ def lpc_continuation(
         taps = _highpass(float(noise_above), sample_rate)
         white = high_rng.standard_normal(n + taps.size - 1)
         high = lfilter(taps, [1.0], white)[taps.size - 1 :] * np.sqrt(power / float(taps @ taps))
-    excitation = np.resize(cycle, n)
-    if high is not None:
-        excitation = excitation + high
+    excitation = np.resize(cycle, n) + high
     if decay and h.size >= 2 * period:
         # As CELT's PLC: a residual whose last period is weaker than the one before it keeps
         # losing energy at that rate, period by period (never gaining).
