@@ -1,7 +1,7 @@
 """PLC quality benchmark: every method x loss condition on the LibriSpeech dev subset.
 
     python benchmarks/bench_plc.py [--data ../shared/data/librispeech/dev] [--max-files N]
-        [--methods zero,g711,opus,opus-fec,mae,mae-la1,opus+mae,opus+mae-la1]
+        [--methods zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1]
         [--conditions ber0,ge05b1.5,ge10b2,ge20b3]
 
 Writes results.csv / results.md / results.png to --out and prints the markdown table
@@ -11,7 +11,8 @@ file and condition, so every method sees the same losses and reruns are identica
 ``ber0`` (no loss) is the reference: the clean files for the concealers that work on received
 audio, the codec alone for the Opus methods (at 64 kb/s Opus coding by itself moves PLCMOS).
 ``opus+mae`` runs the MAE concealer on Opus-decoded audio: the like-for-like comparison with
-``opus`` (the same codec with its own PLC).
+``opus`` (the same codec with its own PLC). ``lpc`` / ``lpc-la1`` are the MAE concealer with the
+MAE switched off: the paired table's ``mae`` vs ``lpc`` rows show what the prediction adds.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def main() -> None:
     parser.add_argument(
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/dev")
     )
-    parser.add_argument("--methods", default="zero,g711,opus,opus-fec,mae,mae-la1,opus+mae,opus+mae-la1")
+    parser.add_argument(
+        "--methods", default="zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1"
+    )
     parser.add_argument("--conditions", default="ber0,ge05b1.5,ge10b2,ge20b3")
     parser.add_argument("--max-files", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=None)

@@ -59,6 +59,8 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-c3": (1, {"bridge_min_corr": 0.3}, {}),
     "la1-c1": (1, {"bridge_min_corr": 0.1}, {}),
     "la1-cm1": (1, {"bridge_min_corr": -1.0}, {}),
+    "lpc": (0, {"mae_from_packet": None}, {}),  # the MAE switched off (the lpc method)
+    "la1-lpc": (1, {"mae_from_packet": None}, {}),
     "g0": (0, {}, {"max_gain_db": 0.0}),
     "g3": (0, {}, {"max_gain_db": 3.0}),
     "g6": (0, {}, {"max_gain_db": 6.0}),
@@ -67,6 +69,11 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-g3": (1, {}, {"max_gain_db": 3.0}),
     "g24": (0, {}, {"max_gain_db": 24.0}),
     "b1": (0, {}, {"gain_groups": 1}),
+    "cut12": (0, {}, {"max_boost_db": 0.0}),  # the prediction may only lower a band group
+    "la1-cut12": (1, {}, {"max_boost_db": 0.0}),
+    "boost12": (0, {}, {"max_gain_db": 0.0, "max_boost_db": 12.0}),  # ... only raise it
+    "shape12": (0, {}, {"keep_level": True}),  # it reshapes, the continuation keeps its level
+    "la1-shape12": (1, {}, {"keep_level": True}),
     "la1-b1": (1, {}, {"gain_groups": 1}),
     "b80": (0, {}, {"gain_groups": None}),
     "b8": (0, {}, {"gain_groups": 8}),

@@ -119,6 +119,7 @@ def test_paired_differences_file_by_file(tmp_path):
         row("b", "ge10b2", "opus", 3.0, 2.0), row("b", "ge10b2", "mae", 2.9, float("nan")),
         row("c", "ge10b2", "opus", 3.2, 2.0),  # mae did not score file c: left out of the pairs
         row("a", "ber0", "opus", 4.0, 4.3, 0.0), row("a", "ber0", "mae", 4.0, 4.6, 0.0),
+        row("a", "ge10b2", "lpc", 3.6, 2.0), row("b", "ge10b2", "lpc", 3.0, 2.0),
     ]  # fmt: skip
     p = paired_difference(rows, "mae", "opus", "ge10b2", "plcmos")
     assert p["n"] == 2 and p["ahead"] == 1
@@ -129,4 +130,9 @@ def test_paired_differences_file_by_file(tmp_path):
     write_results(rows, tmp_path, ["opus", "mae"], ["ber0", "ge10b2"])
     md = (tmp_path / "results.md").read_text()
     assert "| ge10b2 | mae | opus | +0.200 +- 0.300 (1 / 2) |" in md
+    assert "| mae | lpc |" not in md  # its ablation did not run
+    write_results(rows, tmp_path, ["opus", "lpc", "mae"], ["ber0", "ge10b2"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| ge10b2 | mae | lpc | -0.100 +- 0.000 (0 / 2) |" in md  # what the MAE adds
+    assert "| ge10b2 | lpc | opus | +0.300 +- 0.300 (1 / 2) |" in md
     assert "| ber0 | mae | opus |" not in md  # no loss, nothing to compare

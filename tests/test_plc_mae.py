@@ -166,6 +166,20 @@ def test_registry_names(parts):
     assert isinstance(c, MAEConcealer) and c.lookahead == 1
 
 
+def test_lpc_methods_are_the_mae_concealer_without_the_mae(parts):
+    model, vocoder = parts
+    _, lossy, lost = lossy_signal(seconds=1.2, rate=0.3, seed=2)
+    for name, lookahead in (("lpc", 0), ("lpc-la1", 1)):
+        c = make_concealer(name, model=model, vocoder=vocoder, config=ConcealerConfig(context_packets=12))
+        assert isinstance(c, MAEConcealer) and c.lookahead == lookahead
+        assert c.cfg.mae_from_packet is None and c.cfg.context_packets == 12  # the rest as given
+        c.predict_logmel = lambda *a, **k: pytest.fail("the lpc methods never run the MAE")
+        out = conceal(lossy, lost, c)
+        assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+        reference = make(parts, lookahead, mae_from_packet=None)
+        np.testing.assert_array_equal(out, conceal(lossy, lost, reference))
+
+
 def test_top_level_api_is_the_offline_concealer():
     import audiomae
     from audiomae.plc import conceal
@@ -510,5 +524,7 @@ def test_mae_shapes_lost_packets_from_the_configured_burst_position(parts):
     assert not np.allclose(a[burst_rest], b[burst_rest])
     a1, b1 = run(model, mae_from_packet=1), run(other, mae_from_packet=1)
     assert not np.allclose(a1[single], b1[single])
+    # None (the ``lpc`` method): no lost packet depends on the MAE.
+    np.testing.assert_array_equal(run(model, mae_from_packet=None), run(other, mae_from_packet=None))
     with pytest.raises(ValueError, match="mae_from_packet"):
         ConcealerConfig(mae_from_packet=0)

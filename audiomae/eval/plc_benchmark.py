@@ -161,6 +161,9 @@ def summarise(
 
 
 BASELINES = ("zero", "g711", "opus", "opus-fec")
+# A method and the same concealer with one part switched off (here the MAE's prediction): the
+# paired table shows what that part adds.
+ABLATIONS = {"mae": "lpc", "mae-la1": "lpc-la1"}
 
 
 def paired_difference(
@@ -181,7 +184,8 @@ def paired_difference(
 
 
 def _paired_markdown(rows: Sequence[dict], methods: Sequence[str], conditions: Sequence[str]) -> list[str]:
-    """Each method that is not a baseline against each baseline that ran, in lossy conditions."""
+    """Each method that is not a baseline against each baseline that ran, and against its
+    ablation (``ABLATIONS``) where that ran, in lossy conditions."""
     refs = [m for m in BASELINES if m in methods and m != "zero"]
     candidates = [m for m in methods if m not in BASELINES]
     lossy = [c for c in conditions if any(r["condition"] == c and r["loss_rate"] > 0 for r in rows)]
@@ -198,7 +202,8 @@ def _paired_markdown(rows: Sequence[dict], methods: Sequence[str], conditions: S
     ]
     for condition in lossy:
         for method in candidates:
-            for ref in refs:
+            ablation = [ABLATIONS[method]] if ABLATIONS.get(method) in methods else []
+            for ref in refs + ablation:
                 cells = []
                 for metric in ("plcmos", "pesq"):
                     p = paired_difference(rows, method, ref, condition, metric)

@@ -15,7 +15,18 @@ import numpy as np
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, atomic_write, load_audio, save_audio
 from audiomae.loss_models import apply_loss, draw_loss, loss_rate, n_packets, write_trace
 
-DEFAULT_METHODS = ("zero", "g711", "opus", "opus-fec", "mae", "mae-la1", "opus+mae", "opus+mae-la1")
+DEFAULT_METHODS = (
+    "zero",
+    "g711",
+    "opus",
+    "opus-fec",
+    "mae",
+    "mae-la1",
+    "lpc",
+    "lpc-la1",
+    "opus+mae",
+    "opus+mae-la1",
+)
 
 
 def demo_clip_path() -> Path:

@@ -35,6 +35,7 @@ packet; a received packet only updates ring buffers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -84,8 +85,10 @@ class ConcealerConfig:
     # continuation as it is (and skip the MAE pass). Tuning set, PESQ-WB / PLCMOS at ge10b2 |
     # ge20b3: from the 1st 2.356 / 3.540 | 1.551 / 2.932, 2nd 2.364 / 3.562 | 1.544 / 2.948,
     # 3rd 2.365 / 3.564 | 1.562 / 2.941, never (9th) 2.367 / 3.561 | 1.552 / 2.937: the
-    # continuation is right for the first 20 ms, the prediction helps after that.
-    mae_from_packet: int = 2
+    # continuation is right for the first 20 ms, the prediction helps after that. (Since the
+    # mixed excitation it costs PLCMOS even there: tune_concealer.md. None: the MAE never
+    # shapes a packet, which is the ``lpc`` method.)
+    mae_from_packet: int | None = 2
     noise_seed: int = 0
     # What fills the gap before the MAE's log-mel shapes it: "pitch" repeats the last pitch
     # period of the played waveform (G.711 Appendix I style); "lpc" repeats the last period of
@@ -183,8 +186,8 @@ class ConcealerConfig:
             raise ValueError(f"context_packets must be at least 4, got {self.context_packets}")
         if not 0 < self.fade <= SAMPLES_PER_PACKET // 2:
             raise ValueError(f"fade must be in (0, {SAMPLES_PER_PACKET // 2}] samples, got {self.fade}")
-        if self.mae_from_packet < 1:
-            raise ValueError(f"mae_from_packet must be >= 1, got {self.mae_from_packet}")
+        if self.mae_from_packet is not None and self.mae_from_packet < 1:
+            raise ValueError(f"mae_from_packet must be >= 1 or None, got {self.mae_from_packet}")
         if self.fade_packets < 1 or self.full_level_packets < 0:
             raise ValueError("fade_packets must be >= 1 and full_level_packets >= 0")
         if not 0 <= self.recovery_ramp <= SAMPLES_PER_PACKET or self.recovery_ramp_after < 1:
@@ -475,14 +478,17 @@ class MAEConcealer(StreamingConcealer):
             if bridge is not None:
                 n = min(bridge.size, guide.size - gap)
                 guide[gap : gap + n] = bridge[:n]
-        if self._burst < cfg.mae_from_packet or (bridge is not None and not cfg.shape_bridge):
-            # Early in a burst, or bridged to the audio after the gap: render the continuation's
-            # own log-mel (no MAE correction).
-            mel = self.frontend(torch.from_numpy(guide).unsqueeze(0))[..., : right - frames.start]
-        else:
-            # Only the rendered frames' columns are predicted (the decoder skips the rest).
-            cols = (frames.start // fpp, -(-right // fpp))
-            mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
+        if (
+            cfg.mae_from_packet is None
+            or self._burst < cfg.mae_from_packet
+            or (bridge is not None and not cfg.shape_bridge)
+        ):
+            # Early in a burst, bridged to the audio after the gap, or the MAE switched off: the
+            # continuation (or bridge) itself is played.
+            return guide[gap : gap + SAMPLES_PER_PACKET + cfg.fade].copy(), bridge
+        # Only the rendered frames' columns are predicted (the decoder skips the rest).
+        cols = (frames.start // fpp, -(-right // fpp))
+        mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
         audio = self.renderer.render(mel, left, left + (stop - first), segment, known, guide=guide)
         return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32), bridge
 
@@ -706,6 +712,8 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         momentum: float = 0.99,
         max_gain_db: float = 12.0,
         gain_groups: int | None = 4,
+        max_boost_db: float | None = None,
+        keep_level: bool = False,
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
         from audiomae.features import mel_filterbank
@@ -714,6 +722,8 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         weights = self._fb / self._fb.sum(0, keepdim=True).clamp_min(1e-8)  # per-bin share of each mel band
         self._spread = weights.T  # (bins, mels): a band's gain applies to the bins it covers
         self._max_gain = 10 ** (max_gain_db / 10)
+        self._max_boost = self._max_gain if max_boost_db is None else 10 ** (max_boost_db / 10)
+        self._keep_level = keep_level
         n_mels = self._fb.shape[0]
         groups = n_mels if gain_groups is None else gain_groups
         if not 1 <= groups <= n_mels:
@@ -731,8 +741,11 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         guide_spec = self._stft(guide, frames)
         guide_mel = self._fb @ guide_spec.abs().square()
         floor = self.feature_cfg.log_floor
-        gain = (self._groups @ mel.exp()) / (self._groups @ guide_mel).clamp_min(floor)
-        gain = self._groups.T @ gain.clamp(1 / self._max_gain, self._max_gain)
+        group_power = (self._groups @ guide_mel).clamp_min(floor)
+        gain = ((self._groups @ mel.exp()) / group_power).clamp(1 / self._max_gain, self._max_boost)
+        if self._keep_level:  # the prediction reshapes each frame, the continuation keeps its power
+            gain = gain * group_power.sum(-2, keepdim=True) / (gain * group_power).sum(-2, keepdim=True)
+        gain = self._groups.T @ gain
         magnitude = guide_spec.abs() * (self._spread @ gain).sqrt()
         return self._griffin_lim(mel, start, stop, audio, known, magnitude, init_audio=guide)
 
@@ -785,6 +798,23 @@ def _factory(default_lookahead: int):
 register_concealer("mae", _factory(0))
 register_concealer("mae-la1", _factory(1))
 register_concealer("mae-la2", _factory(2))
+
+
+def _without_mae(default_lookahead: int):
+    def make(lookahead: int | None = None, **kwargs) -> MAEConcealer:
+        config = kwargs.pop("config", None) or ConcealerConfig()
+        return _factory(default_lookahead)(
+            lookahead, config=dataclasses.replace(config, mae_from_packet=None), **kwargs
+        )
+
+    return make
+
+
+# The MAE concealer's signal path with the MAE switched off: the LPC continuation with its mixed
+# excitation, the two-sided bridge, fades, comfort noise. The ablation that shows what the MAE's
+# prediction adds (tune_concealer.md: with the bundled model, less than nothing on PLCMOS).
+register_concealer("lpc", _without_mae(0))
+register_concealer("lpc-la1", _without_mae(1))
 
 
 def _on_opus(default_lookahead: int):
