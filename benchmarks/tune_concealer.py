@@ -14,7 +14,9 @@ comfort noise after long bursts (``cn0``) or comfort noise at N times the backgr
 (``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40), a
 continuation periodic at all frequencies (``periodic``), noisy from 4 kHz in a burst's first
 lost packet (``hb4k``) or from 3 kHz after it (``later3k``), the settings before the mixed
-excitation (``s14``, ``la1-s14``).
+excitation (``s14``, ``la1-s14``), the MAE switched off (``lpc``, ``la1-lpc``: the ``lpc`` methods),
+its prediction allowed only to lower band groups (``cut12``), only to raise them (``boost12``), or
+to reshape each frame at the continuation's power (``shape12``).
 G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
 ``--data`` (sorted, ``--every``), first 10 s of each; prints mean PESQ-WB and PLCMOS per
 condition and variant. ``--model DIR`` swaps in another PLC model; ``--on-opus MODE`` runs the

@@ -467,6 +467,26 @@ def test_renderer_gain_groups_share_one_gain_per_group(parts):
         PitchGuidedRenderer(features, gain_groups=0)
 
 
+def test_renderer_boost_limit_and_keep_level(parts):
+    features = parts[0].feature_cfg
+    guide = voiced(0.1)
+    frames = guide.size // features.hop_length
+    probe = PitchGuidedRenderer(features, n_iter=0)
+    log_guide = (probe._fb @ probe._stft(guide, frames).abs().square()).clamp_min(1e-8).log()
+    unknown = np.zeros(frames, bool)
+
+    def power_ratio(offset, **kw):  # rendered power / guide power, away from the edges
+        r = PitchGuidedRenderer(features, n_iter=0, max_gain_db=12.0, **kw)
+        out = r.render(log_guide + offset, 0, frames, guide, unknown, guide=guide)
+        return float(np.mean(out[400:1200] ** 2) / np.mean(guide[400:1200] ** 2))
+
+    # A prediction 4.3 dB louder (offset 1 in natural-log power) or quieter than the guide.
+    assert power_ratio(1.0) == pytest.approx(np.e, rel=0.1)
+    assert power_ratio(1.0, max_boost_db=0.0) == pytest.approx(1.0, rel=0.05)  # may not raise
+    assert power_ratio(-1.0, max_boost_db=0.0) == pytest.approx(1 / np.e, rel=0.1)  # may lower
+    assert power_ratio(1.0, keep_level=True) == pytest.approx(1.0, rel=0.05)  # level kept
+
+
 def test_known_frames_are_those_whose_window_misses_every_lost_sample():
     from audiomae.plc.mae import _known_frames
 

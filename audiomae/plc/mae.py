@@ -24,9 +24,10 @@ and renders packet ``t`` (plus a short tail) with the vocoder from the filled lo
 * The continuation's excitation is mixed: the last pitch period of the LPC residual repeats
   only at low frequencies (below 3 kHz in a burst's first lost packet, ``noise_above``, and
   lower after it, ``noise_above_later``), noise of the same power fills the band above.
-* The first lost packet of a burst is rendered from the continuation alone: there the
-  continuation is better than the bundled MAE's prediction, which shapes the packets after it
-  (``mae_from_packet``).
+* The first lost packet of a burst plays the continuation itself: there the continuation is
+  better than the bundled MAE's prediction, which shapes the packets after it
+  (``mae_from_packet``; None switches the MAE off, which is the ``lpc`` method: with the
+  bundled model that scores higher PLCMOS and lower PESQ-WB, ``tune_concealer.md``).
 
 Every call does a bounded amount of work: at most one MAE pass (int8 by default) over
 ``context_packets`` columns and one vocoder pass over ``vocoder_context + 6`` frames per lost
@@ -694,8 +695,10 @@ class PitchGuidedRenderer(GriffinLimRenderer):
     harmonic fine structure. Here the gap's magnitude is the continuation's own spectrum
     (harmonics at the last pitch) with each mel band scaled to the predicted energy, and the
     continuation's phase starts Griffin-Lim; frames of received audio stay anchored. Band gains
-    are limited to +-``max_gain_db`` and shared by ``gain_groups`` groups of adjacent mel bands
-    (None: one gain per band).
+    are limited to +-``max_gain_db`` (raising to ``max_boost_db`` where given) and shared by
+    ``gain_groups`` groups of adjacent mel bands (None: one gain per band); ``keep_level``
+    rescales each frame's gains so that it keeps the continuation's power (the prediction then
+    reshapes only).
 
     The bundled MSE-trained MAE's log-mel is over-smoothed and ~3 dB low in loud frames. Applied
     to every lost packet it cost quality (12 LibriSpeech train files at ge10b2,
