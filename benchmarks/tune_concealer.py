@@ -14,7 +14,8 @@ comfort noise after long bursts (``cn0``) or comfort noise at N times the backgr
 (``n2``, ``n05``), an N-sample cross-fade at burst start and recovery (``xN``, shipped 40), a
 continuation periodic at all frequencies (``periodic``), noisy from 4 kHz in a burst's first
 lost packet (``hb4k``) or from 3 kHz after it (``later3k``), the settings before the mixed
-excitation (``s14``, ``la1-s14``), the MAE switched off (``lpc``, ``la1-lpc``: the ``lpc`` methods),
+excitation (``s14``, ``la1-s14``), the MAE switched off (``mae-off``, ``la1-mae-off``; ``lpc``,
+``la1-lpc`` are the ``lpc`` methods, which also hold two packets at full level),
 its prediction allowed only to lower band groups (``cut12``), only to raise them (``boost12``), or
 to reshape each frame at the continuation's power (``shape12``).
 G.711, Opus PLC and Opus FEC are scored alongside (``--baselines``). Every 20th file of
@@ -43,7 +44,13 @@ from audiomae.eval.plc_benchmark import run_plc_benchmark
 from audiomae.model import AudioMAE
 from audiomae.plc.base import register_concealer
 from audiomae.plc.baselines import OpusDecodedConcealer
-from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
+from audiomae.plc.mae import (
+    LPC_DEFAULTS,
+    ConcealerConfig,
+    MAEConcealer,
+    PitchGuidedRenderer,
+    load_default_plc_model,
+)
 
 _TRUST = {"gain_groups": None, "max_gain_db": 24.0}
 _HOLD3 = {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}
@@ -61,8 +68,10 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-c3": (1, {"bridge_min_corr": 0.3}, {}),
     "la1-c1": (1, {"bridge_min_corr": 0.1}, {}),
     "la1-cm1": (1, {"bridge_min_corr": -1.0}, {}),
-    "lpc": (0, {"mae_from_packet": None}, {}),  # the MAE switched off (the lpc method)
-    "la1-lpc": (1, {"mae_from_packet": None}, {}),
+    "mae-off": (0, {"mae_from_packet": None}, {}),  # the MAE switched off, nothing else changed
+    "la1-mae-off": (1, {"mae_from_packet": None}, {}),
+    "lpc": (0, LPC_DEFAULTS, {}),  # the lpc method: the MAE off, two packets at full level
+    "la1-lpc": (1, LPC_DEFAULTS, {}),
     "g0": (0, {}, {"max_gain_db": 0.0}),
     "g3": (0, {}, {"max_gain_db": 3.0}),
     "g6": (0, {}, {"max_gain_db": 6.0}),

@@ -178,6 +178,8 @@ def test_lpc_methods_are_the_mae_concealer_without_the_mae(parts):
         assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
         reference = make(parts, lookahead, mae_from_packet=None)
         np.testing.assert_array_equal(out, conceal(lossy, lost, reference))
+    # Without a config: the lpc defaults (two packets at full level), the bundled model's features.
+    assert make_concealer("lpc").cfg == ConcealerConfig(mae_from_packet=None, full_level_packets=2)
 
 
 def test_top_level_api_is_the_offline_concealer():
