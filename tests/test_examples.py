@@ -29,6 +29,7 @@ def test_conceal_file(tmp_path):
     }
     # Concealing must improve on the zero-filled signal it was given.
     assert pesq["mae (causal)"] > pesq["lossy"] and pesq["mae (lookahead)"] > pesq["lossy"]
+    assert pesq["lpc (no MAE)"] > pesq["lossy"]
 
 
 def test_stream_packets():
