@@ -285,6 +285,28 @@ def test_registry():
             make_concealer("mae")
 
 
+def test_every_listed_method_is_found_by_name_before_the_mae_module_is_imported():
+    # The MAE module registers its methods when first imported: asking for any of them by name
+    # must import it. A fresh process, and the module dropped again before each name.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from audiomae.commands.plc import METHODS_HELP\n"
+        "from audiomae.plc import base\n"
+        "base._load_builtin()\n"
+        "builtin = set(base._REGISTRY)\n"
+        "for name in METHODS_HELP.split(' (')[0].split(', '):\n"
+        "    for key in set(base._REGISTRY) - builtin:\n"  # as if the MAE module was never imported
+        "        del base._REGISTRY[key]\n"
+        "    sys.modules.pop('audiomae.plc.mae', None)\n"
+        "    base.make_concealer(name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 # -- another concealer on Opus-decoded audio --------------------------------------------------
 
 
@@ -399,7 +421,7 @@ def test_reencoding_the_concealment_keeps_the_decoders_recovery_closer_to_loss_f
     np.testing.assert_array_equal(y[::P], np.asarray(expected, np.float32) / 2)
 
 
-@pytest.mark.parametrize("method", ["opus+mae", "opus+mae-la1"])
+@pytest.mark.parametrize("method", ["opus+mae", "opus+mae-la1", "opus+lpc"])
 def test_opus_receiver_on_real_payloads_matches_the_simulation(method):
     from importlib.resources import files
 

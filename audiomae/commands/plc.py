@@ -7,7 +7,8 @@ from pathlib import Path
 
 DEFAULT_METHODS = "zero,g711,opus,opus-fec,mae,mae-la1"
 METHODS_HELP = (
-    "zero, g711, opus, opus-fec, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, opus+g711 "
+    "zero, g711, opus, opus-fec, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, opus+lpc, "
+    "opus+lpc-la1, opus+g711 "
     "(opus* simulate the codec and need --clean)"
 )
 DEFAULT_CONDITIONS = "ge05b1.5,ge10b2,ge20b3"

@@ -161,6 +161,10 @@ def _load_builtin() -> None:
     importlib.import_module("audiomae.plc.baselines")
 
 
+# Names registered by audiomae.plc.mae (imported on first use: it needs torch and the model).
+_MAE_MODULE_METHODS = ("mae", "lpc")
+
+
 def _load_mae() -> None:
     try:
         importlib.import_module("audiomae.plc.mae")
@@ -183,7 +187,7 @@ def available_methods() -> list[str]:
 def make_concealer(name: str, **kwargs) -> StreamingConcealer:
     """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
     _load_builtin()
-    if name not in _REGISTRY and "mae" in name:
+    if name not in _REGISTRY and any(part in name for part in _MAE_MODULE_METHODS):
         _load_mae()
     if name not in _REGISTRY:
         raise ValueError(f"unknown concealment method {name!r}; available: {', '.join(available_methods())}")

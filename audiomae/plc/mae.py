@@ -831,11 +831,11 @@ register_concealer("lpc", _without_mae(0))
 register_concealer("lpc-la1", _without_mae(1))
 
 
-def _on_opus(default_lookahead: int):
+def _on_opus(default_lookahead: int, factory=_factory):
     def make(lookahead: int | None = None, bitrate: int = 64000, **kwargs) -> StreamingConcealer:
         from audiomae.plc.baselines import OpusDecodedConcealer
 
-        inner = _factory(default_lookahead)(lookahead, **kwargs)
+        inner = factory(default_lookahead)(lookahead, **kwargs)
         # The decoder continues from the re-encoded concealment. Tuning set, PLCMOS at ge05b1.5 /
         # ge10b2 / ge20b3 (causal): 3.821 / 3.492 / 2.882 vs 3.753 / 3.419 / 2.815 after the
         # decoder's own PLC.
@@ -847,3 +847,5 @@ def _on_opus(default_lookahead: int):
 # The MAE concealing Opus-decoded audio; "opus" is the same codec with its own PLC.
 register_concealer("opus+mae", _on_opus(0))
 register_concealer("opus+mae-la1", _on_opus(1))
+register_concealer("opus+lpc", _on_opus(0, _without_mae))
+register_concealer("opus+lpc-la1", _on_opus(1, _without_mae))
