@@ -1,7 +1,8 @@
 """PLC quality benchmark: every method x loss condition on the LibriSpeech dev subset.
 
     python benchmarks/bench_plc.py [--data ../shared/data/librispeech/dev] [--max-files N]
-        [--methods zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1]
+        [--methods zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1,opus+lpc,
+                   opus+lpc-la1]
         [--conditions ber0,ge05b1.5,ge10b2,ge20b3]
 
 Writes results.csv / results.md / results.png to --out and prints the markdown table
@@ -34,7 +35,8 @@ def main() -> None:
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/dev")
     )
     parser.add_argument(
-        "--methods", default="zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1"
+        "--methods",
+        default="zero,g711,opus,opus-fec,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1,opus+lpc,opus+lpc-la1",
     )
     parser.add_argument("--conditions", default="ber0,ge05b1.5,ge10b2,ge20b3")
     parser.add_argument("--max-files", type=int, default=None)

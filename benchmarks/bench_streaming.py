@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument(
         "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/librispeech/dev")
     )
-    parser.add_argument("--methods", default="mae,mae-la1,lpc,lpc-la1,g711,opus,opus+mae,opus+mae-la1")
+    parser.add_argument(
+        "--methods", default="mae,mae-la1,lpc,lpc-la1,g711,opus,opus+mae,opus+mae-la1,opus+lpc,opus+lpc-la1"
+    )
     parser.add_argument("--conditions", default="ge05b1.5,ge10b2,ge20b3")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()

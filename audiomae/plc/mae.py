@@ -66,7 +66,9 @@ class ConcealerConfig:
     fade: int = 40
     # Measured on dev (PLCMOS, 3 files at ge10b2): a quick fade beats holding a prediction at
     # full level, as in G.711 Appendix I; the first 20 ms of the concealment is worth hearing.
-    full_level_packets: int = 1  # lost packets rendered at full level before fading (20 ms)
+    # lost packets rendered at full level before fading (20 ms); the ``lpc`` methods hold two
+    # (``LPC_DEFAULTS``)
+    full_level_packets: int = 1
     # Packets over which a long burst fades into comfort noise. With the mixed excitation
     # (``noise_above``), 36 LibriSpeech train files, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2 |
     # ge20b3: causal, 3 packets 3.038 / 3.878 | 2.425 / 3.626 | 1.659 / 3.121, 4 packets 3.050 /
