@@ -66,8 +66,8 @@ class ConcealerConfig:
     fade: int = 40
     # Measured on dev (PLCMOS, 3 files at ge10b2): a quick fade beats holding a prediction at
     # full level, as in G.711 Appendix I; the first 20 ms of the concealment is worth hearing.
-    # lost packets rendered at full level before fading (20 ms); the ``lpc`` methods hold two
-    # (``LPC_DEFAULTS``)
+    # Lost packets rendered at full level before fading (20 ms each); the ``lpc`` methods hold
+    # two (``LPC_DEFAULTS``).
     full_level_packets: int = 1
     # Packets over which a long burst fades into comfort noise. With the mixed excitation
     # (``noise_above``), 36 LibriSpeech train files, PESQ-WB / PLCMOS at ge05b1.5 | ge10b2 |
@@ -846,7 +846,8 @@ def _on_opus(default_lookahead: int, factory=_factory):
     return make
 
 
-# The MAE concealing Opus-decoded audio; "opus" is the same codec with its own PLC.
+# The MAE concealing Opus-decoded audio ("opus+lpc": the same without the MAE); "opus" is the
+# same codec with its own PLC.
 register_concealer("opus+mae", _on_opus(0))
 register_concealer("opus+mae-la1", _on_opus(1))
 register_concealer("opus+lpc", _on_opus(0, _without_mae))
