@@ -9,6 +9,7 @@ from audiomae.features import NormStats
 from audiomae.model import AudioMAE
 from audiomae.plc import conceal, make_concealer
 from audiomae.plc.mae import (
+    LPC_DEFAULTS,
     ConcealerConfig,
     MAEConcealer,
     PitchGuidedRenderer,
@@ -96,8 +97,9 @@ def test_causal_output_ignores_the_future(parts):
     np.testing.assert_array_equal(a[: (t + 1) * P], b[: (t + 1) * P])
 
 
+@pytest.mark.parametrize("lpc", [False, True], ids=["mae", "lpc"])
 @pytest.mark.parametrize("pattern", ["all", "burst", "random"])
-def test_no_nan_or_clipping(parts, pattern):
+def test_no_nan_or_clipping(parts, pattern, lpc):
     x = voiced(2.0) * 4.0  # loud input, near full scale
     x = np.clip(x, -1, 1)
     n = len(x) // P
@@ -108,8 +110,10 @@ def test_no_nan_or_clipping(parts, pattern):
         lost[20:70] = True  # a 1 s burst
     else:
         lost = np.random.default_rng(3).random(n) < 0.5
-    out = conceal(x, lost, make(parts, lookahead=1))
-    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    settings = LPC_DEFAULTS if lpc else {}
+    for lookahead in (0, 1):
+        out = conceal(x, lost, make(parts, lookahead=lookahead, **settings))
+        assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
 
 
 def test_long_burst_fades_to_comfort_noise(parts):
