@@ -163,7 +163,7 @@ def summarise(
 BASELINES = ("zero", "g711", "opus", "opus-fec")
 # A method and the same concealer with one part switched off (here the MAE's prediction): the
 # paired table shows what that part adds.
-ABLATIONS = {"mae": "lpc", "mae-la1": "lpc-la1"}
+ABLATIONS = {"mae": "lpc", "mae-la1": "lpc-la1", "opus+mae": "opus+lpc", "opus+mae-la1": "opus+lpc-la1"}
 
 
 def paired_difference(
