@@ -161,10 +161,6 @@ def _load_builtin() -> None:
     importlib.import_module("audiomae.plc.baselines")
 
 
-# Names registered by audiomae.plc.mae (imported on first use: it needs torch and the model).
-_MAE_MODULE_METHODS = ("mae", "lpc")
-
-
 def _load_mae() -> None:
     try:
         importlib.import_module("audiomae.plc.mae")
@@ -187,10 +183,17 @@ def available_methods() -> list[str]:
 def make_concealer(name: str, **kwargs) -> StreamingConcealer:
     """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
     _load_builtin()
-    if name not in _REGISTRY and any(part in name for part in _MAE_MODULE_METHODS):
-        _load_mae()
+    mae_error = None
+    if name not in _REGISTRY:  # perhaps one of the MAE module's (imported on first use)
+        try:
+            _load_mae()
+        except ValueError as exc:
+            mae_error = exc
     if name not in _REGISTRY:
-        raise ValueError(f"unknown concealment method {name!r}; available: {', '.join(available_methods())}")
+        hint = f" ({mae_error})" if mae_error else ""
+        raise ValueError(
+            f"unknown concealment method {name!r}; available: {', '.join(available_methods())}{hint}"
+        )
     try:
         return _REGISTRY[name](**kwargs)
     except TypeError as exc:

@@ -462,7 +462,6 @@ class MAEConcealer(StreamingConcealer):
         frames = slice(first - left, right)
         fcfg = self.model.feature_cfg
         hop = fcfg.hop_length
-        known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
         segment = wave[frames.start * hop : right * hop]
         # A pitch-period continuation of what was played, laid over the lost samples, gives
         # renderers that want it (PitchGuidedRenderer) harmonic fine structure to shape.
@@ -492,6 +491,7 @@ class MAEConcealer(StreamingConcealer):
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         cols = (frames.start // fpp, -(-right // fpp))
         mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
+        known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
         audio = self.renderer.render(mel, left, left + (stop - first), segment, known, guide=guide)
         return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32), bridge
 
