@@ -166,9 +166,10 @@ def _describe_mae(model: nn.Module) -> dict[str, Any]:
 def _build_mae(config: dict[str, Any]) -> nn.Module:
     from audiomae.config import FeatureConfig, ModelConfig, from_dict
     from audiomae.features import NormStats
-    from audiomae.model import AudioMAE
+    from audiomae.model import AudioMAE, ResidualPLCMAE
 
-    return AudioMAE(
+    cls = ResidualPLCMAE if config.get("kind") == "residual_plc" else AudioMAE
+    return cls(
         from_dict(ModelConfig, config["model"]),
         features=from_dict(FeatureConfig, config["features"]),
         norm=NormStats(**config["norm"]),
@@ -176,9 +177,10 @@ def _build_mae(config: dict[str, Any]) -> nn.Module:
 
 
 def _register_builtin() -> None:
-    from audiomae.model import AudioMAE
+    from audiomae.model import AudioMAE, ResidualPLCMAE
 
     register_kind("audiomae", AudioMAE, _build_mae, _describe_mae)
+    register_kind("residual_plc", ResidualPLCMAE, _build_mae, _describe_mae)
 
 
 _register_builtin()

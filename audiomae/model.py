@@ -278,4 +278,87 @@ class AudioMAE(nn.Module):
         return model
 
 
-__all__ = ["AudioMAE", "MAEOutput", "sincos_2d"]
+class ResidualPLCMAE(AudioMAE):
+    """An Audio-MAE that corrects a concealment instead of filling a hole.
+
+    The input spectrogram holds, at lost packet columns, the log-mel of what the MAE-free
+    concealer plays there (its LPC continuation, bridge or fade); ``mask`` marks those
+    patches. Every patch is encoded (lost ones carry a learned ``lost_token``), and the decoder
+    predicts a *correction*: ``pred = input patch + delta``. With the head initialised to zero
+    the model starts as the continuation itself, so training can only move it away from the
+    DSP answer where that lowers the error (the plain MAE had to learn "continue what was
+    playing" from mask tokens and never matched it at the first lost packet).
+
+    Same config, checkpoint layout and ``reconstruct`` interface as :class:`AudioMAE`; the
+    encoder has no gather (all patches are visible), the decoder has no scatter."""
+
+    def __init__(
+        self, cfg: ModelConfig, features: FeatureConfig | None = None, norm: NormStats | None = None
+    ) -> None:
+        super().__init__(cfg, features, norm)
+        self.lost_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))
+        nn.init.normal_(self.lost_token, std=0.02)
+        nn.init.zeros_(self.dec_pred.weight)
+        nn.init.zeros_(self.dec_pred.bias)
+
+    @classmethod
+    def from_mae(cls, mae: AudioMAE) -> ResidualPLCMAE:
+        """A residual model with ``mae``'s encoder and decoder trunk, its head zeroed (so it
+        starts as the identity on the continuation)."""
+        model = cls(mae.cfg, features=mae.feature_cfg, norm=mae.norm)
+        state = {k: v for k, v in mae.state_dict().items() if not k.startswith("dec_pred.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"lost_token", "dec_pred.weight", "dec_pred.bias"}:
+            raise ValueError(
+                f"cannot start a residual model from {type(mae).__name__}: {missing} {unexpected}"
+            )
+        return model
+
+    def _encode_all(self, patches: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
+        n = patches.shape[1]
+        x = self.patch_embed(patches) + self.enc_pos[:n]
+        x = x + lost.unsqueeze(-1).to(x.dtype) * self.lost_token
+        for blk in self.encoder:
+            x = blk(x)
+        return self.enc_norm(x)
+
+    def _decode_all(
+        self, latent: torch.Tensor, lost: torch.Tensor, columns: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, int]:
+        n = latent.shape[1]
+        gf = self.cfg.grid_f
+        lo, hi = (0, n // gf) if columns is None else self.decoder_span(columns, n // gf)
+        part = slice(lo * gf, hi * gf)
+        x = self.dec_embed(latent[:, part]) + self.dec_pos[part]
+        x = x + lost[:, part].unsqueeze(-1).to(x.dtype) * self.mask_token
+        attn_mask = self._local_mask(x.shape[1], x.device)
+        for blk in self.decoder:
+            x = blk(x, attn_mask)
+        return self.dec_pred(self.dec_norm(x)), lo
+
+    def _predict(
+        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        grid_t, _ = self.grid(spec)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        if mask.mask.shape != patches.shape[:2]:
+            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
+        if columns is not None and not 0 <= columns[0] < columns[1] <= grid_t:
+            raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
+        delta, lo = self._decode_all(self._encode_all(patches, mask.mask), mask.mask, columns)
+        gf = self.cfg.grid_f
+        if columns is None:
+            return patches, patches + delta
+        start, stop = columns
+        delta = delta[:, (start - lo) * gf : (stop - lo) * gf]
+        return patches, patches[:, start * gf : stop * gf] + delta
+
+    def encode(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
+        """Embeddings ``(B, N, enc_dim)`` of every patch (``mask`` marks concealed ones)."""
+        grid_t, grid_f = self.grid(spec)
+        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
+        lost = mask.mask if mask is not None else torch.zeros(patches.shape[:2], dtype=torch.bool)
+        return self._encode_all(patches, lost.to(spec.device))
+
+
+__all__ = ["AudioMAE", "MAEOutput", "ResidualPLCMAE", "sincos_2d"]

@@ -35,9 +35,15 @@ from tune_concealer import add_tuning_set_args, tuning_files  # noqa: E402
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio  # noqa: E402
 from audiomae.eval.plc_benchmark import trace_seed  # noqa: E402
 from audiomae.loss_models import apply_loss, draw_loss, parse_condition  # noqa: E402
-from audiomae.model import AudioMAE  # noqa: E402
+from audiomae.model import AudioMAE, ResidualPLCMAE  # noqa: E402
 from audiomae.plc import conceal  # noqa: E402
-from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model  # noqa: E402
+from audiomae.plc.mae import (  # noqa: E402
+    LPC_DEFAULTS,
+    ConcealerConfig,
+    MAEConcealer,
+    PitchGuidedRenderer,
+    load_default_plc_model,
+)
 
 DB = 10 / np.log(10)  # natural-log power -> dB
 
@@ -80,9 +86,13 @@ def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.n
     ``guide`` (the continuation's) and ``interp`` (the nearest clean frames either side whose analysis
     windows miss the packet, interpolated linearly: what one packet of lookahead could give a
     single loss)."""
-    out = {k: [] for k in ("pos", "isolated", "clean", "pred", "guide", "interp")}
+    out = {k: [] for k in ("pos", "isolated", "clean", "pred", "guide", "interp", "repeat")}
     renderer = _GuideRecorder(model.feature_cfg, n_iter=0)
-    c = _Recorder(model, vocoder=renderer, lookahead=lookahead, config=ConcealerConfig(mae_from_packet=1))
+    # A residual model corrects what the MAE-free concealer plays, which holds bursts at full
+    # level for two packets (LPC_DEFAULTS).
+    full = LPC_DEFAULTS["full_level_packets"] if isinstance(model, ResidualPLCMAE) else 1
+    config = ConcealerConfig(mae_from_packet=1, full_level_packets=full)
+    c = _Recorder(model, vocoder=renderer, lookahead=lookahead, config=config)
     fpp, hop = c._frames_per_packet, model.feature_cfg.hop_length
     half = model.feature_cfg.win_length // 2
     for file in files:
@@ -109,7 +119,12 @@ def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.n
                 w = (np.arange(t * fpp, (t + 1) * fpp) - k0) / (k1 - k0)
                 interp = mel[:, k0, None] * (1 - w) + mel[:, k1, None] * w
                 isolated = t > 0 and lost[t] and not lost[t - 1] and not lost[t + 1]
-                for k, v in zip(out, (p, isolated, x, m, g, interp)):
+                # The last clean frame before the burst whose window misses its samples, held.
+                k_last = ((t - p + 1) * SAMPLES_PER_PACKET - half) // hop
+                if k_last < 0:
+                    continue
+                repeat = np.repeat(mel[:, k_last, None], fpp, axis=1)
+                for k, v in zip(out, (p, isolated, x, m, g, interp, repeat)):
                     out[k].append(v)
     return {k: np.array(v) for k, v in out.items()}
 
@@ -132,15 +147,33 @@ def errors(clean: np.ndarray, est: np.ndarray) -> dict[str, float]:
     }
 
 
-def table(r: dict[str, np.ndarray]) -> list[tuple[str, int, dict, dict]]:
-    """(row name, packets, MAE errors, continuation errors) by burst position, all, single losses."""
+def table(r: dict[str, np.ndarray]) -> list[tuple[str, int, dict, dict, dict]]:
+    """(row name, packets, MAE errors, continuation errors, repeat errors) by burst position,
+    all, single losses."""
     pos, clean = r["pos"], r["clean"]
     rows = [("1", pos == 1), ("2", pos == 2), ("3", pos == 3), ("4+", pos >= 4), ("all", pos > 0)]
     return [
-        (name, int(sel.sum()), errors(clean[sel], r["pred"][sel]), errors(clean[sel], r["guide"][sel]))
+        (
+            name,
+            int(sel.sum()),
+            errors(clean[sel], r["pred"][sel]),
+            errors(clean[sel], r["guide"][sel]),
+            errors(clean[sel], r["repeat"][sel]),
+        )
         for name, sel in rows + [("single losses", r["isolated"])]
         if sel.any()
     ]
+
+
+def never_worse(rows) -> bool:
+    """Whether the MAE's shape (ew) and level (rms) errors are below both the continuation's
+    and the repeated last frame's at every burst position."""
+    return all(
+        m[key] < min(g[key], rep[key])
+        for name, _, m, g, rep in rows
+        if name in ("1", "2", "3", "4+")
+        for key in ("ew", "lvl_rms")
+    )
 
 
 def plot(rows: list[tuple[str, int, dict, dict]], title: str, path: str | Path) -> None:
@@ -157,8 +190,8 @@ def plot(rows: list[tuple[str, int, dict, dict]], title: str, path: str | Path) 
         (("ew", "shape error, power-weighted (dB)"), ("lvl_rms", "level error, rms (dB)"))
     ):
         ax = fig.add_subplot(2, 1, i + 1)
-        for j, (who, k) in enumerate((("MAE", 2), ("LPC continuation", 3))):
-            ax.bar(x + (j - 0.5) * 0.4, [row[k][key] for row in rows], 0.4, label=who)
+        for j, (who, k) in enumerate((("MAE", 2), ("LPC continuation", 3), ("last frame held", 4))):
+            ax.bar(x + (j - 1) * 0.27, [row[k][key] for row in rows], 0.27, label=who)
         ax.set_xticks(x, [f"{row[0]}\n({row[1]})" for row in rows])
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
@@ -184,16 +217,20 @@ def main() -> None:
     title = f"{args.model or 'bundled model'}, lookahead {args.lookahead}: {len(r['pos'])} lost packets"
     print(f"\n{title} ({len(files)} files of {args.data}, {args.conditions})\n")
     print(
-        "| position in burst | packets | shape ew dB: MAE / continuation | shape rms dB "
+        "| position in burst | packets | shape ew dB: MAE / continuation / held | shape rms dB "
         "| level bias dB | level rms dB |"
     )
     print("|---|---|---|---|---|---|")
     rows = table(r)
-    for name, count, m, g in rows:
+    for name, count, m, g, rep in rows:
         print(
-            f"| {name} | {count} | {m['ew']:.2f} / {g['ew']:.2f} | {m['rms']:.2f} / {g['rms']:.2f} "
-            f"| {m['bias']:+.2f} / {g['bias']:+.2f} | {m['lvl_rms']:.2f} / {g['lvl_rms']:.2f} |"
+            f"| {name} | {count} | {m['ew']:.2f} / {g['ew']:.2f} / {rep['ew']:.2f} "
+            f"| {m['rms']:.2f} / {g['rms']:.2f} / {rep['rms']:.2f} "
+            f"| {m['bias']:+.2f} / {g['bias']:+.2f} / {rep['bias']:+.2f} "
+            f"| {m['lvl_rms']:.2f} / {g['lvl_rms']:.2f} / {rep['lvl_rms']:.2f} |"
         )
+    verdict = "below" if never_worse(rows) else "NOT below"
+    print(f"\nMAE shape (ew) and level (rms) errors {verdict} both baselines at every burst position.")
     if args.plot:
         plot(rows, f"{title}, {args.conditions}", args.plot)
     if r["isolated"].any():

@@ -205,15 +205,21 @@ def test_prediction_error_separates_shape_from_level(tmp_path):
     # The table by burst position, and its plot.
     r = {"pos": np.array([1, 2, 1, 5] * 5), "isolated": np.arange(20) % 4 == 2, "clean": clean}
     r.update(pred=clean + np.log(2.0), guide=clean + np.linspace(-1, 1, 80)[None, :, None])
+    r.update(repeat=clean + np.linspace(1, -1, 80)[None, :, None] + np.log(4.0))
     rows = pe.table(r)
-    assert [(name, n) for name, n, _, _ in rows] == [
+    assert [(name, n) for name, n, _, _, _ in rows] == [
         ("1", 10),
         ("2", 5),
         ("4+", 5),
         ("all", 20),
         ("single losses", 5),
     ]
-    assert all(abs(m["bias"] - 3.0103) < 1e-3 and abs(g["ew"] - tilted["ew"]) < 1.0 for _, _, m, g in rows)
+    assert all(abs(m["bias"] - 3.0103) < 1e-3 and abs(g["ew"] - tilted["ew"]) < 1.0 for _, _, m, g, _ in rows)
+    assert all(rep["ew"] > 0.5 and rep["bias"] > 3 for *_, rep in rows)
+    # +3 dB everywhere: no shape error, but a level error the tilted continuation does not have.
+    assert not pe.never_worse(rows)
+    r.update(pred=clean + 0.01)
+    assert pe.never_worse(pe.table(r))
     pe.plot(rows, "test", tmp_path / "errors.png")
     assert (tmp_path / "errors.png").stat().st_size > 1000
     # The mixes that tune_concealer --mix hands the renderer keep what they say they keep.

@@ -46,7 +46,7 @@ import torch
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
 from audiomae.features import LogMel
 from audiomae.masking import packet_loss_mask
-from audiomae.model import AudioMAE
+from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.plc.base import StreamingConcealer, register_concealer
 
 DEFAULT_PLC_MODEL = "plc_tiny_speech"
@@ -282,6 +282,9 @@ class MAEConcealer(StreamingConcealer):
         n_hist = self.cfg.context_packets - 1 - self._after
         self._hist = np.zeros(n_hist * SAMPLES_PER_PACKET, dtype=np.float32)  # received audio, lost = 0
         self._hist_lost = np.zeros(n_hist, dtype=bool)
+        # What was played over the same columns: a residual model corrects a concealment, so
+        # it sees the history as the listener heard it.
+        self._hist_played = np.zeros(n_hist * SAMPLES_PER_PACKET, dtype=np.float32)
         self._played = np.zeros(self._pitch_history, dtype=np.float32)  # what the listener heard
         self._cycle: np.ndarray | None = None  # last pitch period of _played, found on demand
         self._cont: np.ndarray | None = None  # this packet's continuation, built on demand
@@ -298,6 +301,7 @@ class MAEConcealer(StreamingConcealer):
             [self._hist[SAMPLES_PER_PACKET:], received if received is not None else np.zeros_like(played)]
         )
         self._hist_lost = np.append(self._hist_lost[1:], received is None)
+        self._hist_played = np.concatenate([self._hist_played[SAMPLES_PER_PACKET:], played])
         self._played = np.concatenate([self._played[SAMPLES_PER_PACKET:], played])
         self._cycle = None
         self._cont = None
@@ -490,10 +494,27 @@ class MAEConcealer(StreamingConcealer):
             return guide[gap : gap + SAMPLES_PER_PACKET + cfg.fade].copy(), bridge
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         cols = (frames.start // fpp, -(-right // fpp))
+        if isinstance(self.model, ResidualPLCMAE):
+            wave = self._residual_input(wave, guide, gap, bridge is not None)
         mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
         known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
         audio = self.renderer.render(mel, left, left + (stop - first), segment, known, guide=guide)
         return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32), bridge
+
+    def _residual_input(self, wave: np.ndarray, guide: np.ndarray, gap: int, bridged: bool) -> np.ndarray:
+        """The window a :class:`ResidualPLCMAE` corrects, as its training windows hold it: the
+        history as it was played, then the continuation (or bridge) over the target packet at
+        the level the MAE-free concealer plays it, then the guide's view of what follows
+        (received packets, the continuation over lost ones)."""
+        n_hist = self._hist_played.size
+        tail = wave[n_hist:].copy()
+        view = guide[gap:][: tail.size]
+        tail[: view.size] = view
+        if not bridged:
+            gains = self._burst_gains()[:SAMPLES_PER_PACKET]
+            tail[:SAMPLES_PER_PACKET] *= gains
+            tail[SAMPLES_PER_PACKET:] *= gains[-1]
+        return np.concatenate([self._hist_played, tail])
 
     def predict_logmel(
         self, wave: np.ndarray, lost: np.ndarray, columns: tuple[int, int] | None = None

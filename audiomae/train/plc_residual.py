@@ -1,0 +1,223 @@
+"""Training the residual PLC model on precomputed windows (:mod:`audiomae.train.plc_pool`).
+
+The model sees the log-mel of what the MAE-free concealer played over a window (lost columns
+marked) and learns the correction that turns it into the clean log-mel. Validation reports
+the model's error beside the continuation's own (the model with a zero correction) on every
+lost column and on the target column alone, so "never worse than the continuation" is read
+off every validation line.
+
+Runs accumulate: each invocation is a new *stage* in ``out_dir/stage_K`` that starts from
+the previous stage's exported model, or from ``init`` (the bundled model) when there is none;
+``--resume`` continues the newest stage after a kill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from audiomae.config import from_dict
+from audiomae.features import patchify
+from audiomae.masking import packet_loss_mask
+from audiomae.model import AudioMAE, ResidualPLCMAE
+from audiomae.train.config import TrainConfig
+from audiomae.train.plc_pool import load_pool
+from audiomae.train.pretrain import derive_seed
+
+LOG_FLOOR = math.log(1e-8)  # FeatureConfig.log_floor: no log-mel value lies below it
+
+
+class PoolDataset(Dataset):
+    """Windows of a loaded pool as dicts of tensors (log-mel still in natural-log power)."""
+
+    def __init__(self, pool: dict[str, np.ndarray]) -> None:
+        self.pool = pool
+
+    def __len__(self) -> int:
+        return len(self.pool["lost"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p = self.pool
+        return {
+            "clean": torch.from_numpy(p["clean"][i].astype(np.float32)),
+            "played": torch.from_numpy(p["played"][i].astype(np.float32)),
+            "lost": torch.from_numpy(p["lost"][i]),
+            "target": torch.tensor(int(p["target"][i])),
+        }
+
+
+class ResidualPLCTask:
+    """Loss: MSE over the patches of lost columns between ``input + correction`` and the clean
+    log-mel (normalised domain); the target column counts ``target_weight`` times."""
+
+    def __init__(
+        self, model: ResidualPLCMAE, seed: int = 0, target_weight: float = 1.0, level_db: float = 10.0
+    ) -> None:
+        if not isinstance(model, ResidualPLCMAE):
+            raise TypeError(f"residual PLC training needs a ResidualPLCMAE, got {type(model).__name__}")
+        self.model = model
+        self.seed = seed
+        self.target_weight = float(target_weight)
+        # Level augmentation: a gain shifts clean and played log-mel alike (the LPC continuation
+        # scales with its input), drawn uniformly in +-level_db.
+        self.level_db = float(level_db)
+
+    def _inputs(self, batch: dict, gen: torch.Generator | None):
+        clean, played = batch["clean"], batch["played"]
+        if gen is not None and self.level_db > 0:
+            db = (torch.rand(clean.shape[0], 1, 1, generator=gen) * 2 - 1) * self.level_db
+            shift = (db * math.log(10) / 10).to(clean.device)
+            clean = (clean + shift).clamp_min(LOG_FLOOR)
+            played = (played + shift).clamp_min(LOG_FLOOR)
+        norm = self.model.norm
+        mask = packet_loss_mask(batch["lost"], self.model.cfg.grid_f)
+        return norm.normalize(played), norm.normalize(clean), mask
+
+    def _errors(self, batch: dict, gen: torch.Generator | None):
+        spec, clean, mask = self._inputs(batch, gen)
+        cfg = self.model.cfg
+        patches, pred = self.model._predict(spec, mask)
+        target = patchify(clean, cfg.patch_f, cfg.patch_t)
+        err = (pred - target).square().mean(-1)  # (B, N)
+        base = (patches - target).square().mean(-1)
+        column = torch.arange(err.shape[1], device=err.device) // cfg.grid_f
+        is_target = column[None, :] == batch["target"][:, None]
+        return err, base, mask.mask, is_target
+
+    def training_step(self, batch, step: int):
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, step))
+        err, _, lost, is_target = self._errors(batch, gen)
+        weight = lost.to(err.dtype) * (1 + (self.target_weight - 1) * is_target.to(err.dtype))
+        return (err * weight).sum() / weight.sum().clamp_min(1.0), {}
+
+    @torch.no_grad()
+    def validation_step(self, batch) -> dict[str, float]:
+        err, base, lost, is_target = self._errors(batch, None)
+
+        def mean(e, where):
+            w = where.to(e.dtype)
+            return float(((e * w).sum(-1) / w.sum(-1).clamp_min(1.0)).mean())
+
+        return {
+            "loss": mean(err, lost),
+            "continuation": mean(base, lost),
+            "target_loss": mean(err, is_target),
+            "target_continuation": mean(base, is_target),
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        self.model.save_pretrained(directory)
+
+
+@dataclass(frozen=True)
+class ResidualPLCSettings:
+    pool: str = "runs/pool_speech"
+    val_pool: str | None = "runs/pool_dev"
+    groups: tuple[str, ...] | None = None  # pool source groups to train on (None: all)
+    init: str = "audiomae/assets/plc_tiny_speech"  # a residual model, or a plain MAE to start one from
+    out_dir: str = "runs/plc_residual"
+    export: str | None = None
+    threads: int | None = 1
+    target_weight: float = 1.0
+    level_db: float = 10.0
+    val_windows: int = 1000
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResidualPLCSettings:
+        return from_dict(cls, dict(d), {"train": TrainConfig}, what="residual PLC settings")
+
+
+def stages(out_dir: str | os.PathLike) -> list[Path]:
+    """The run's stage directories, oldest first."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"stage_\d{3}", p.name)]
+    return sorted(found)
+
+
+def starting_point(s: ResidualPLCSettings, resume: bool) -> tuple[Path, str]:
+    """(stage directory to train in, checkpoint to start from): the newest stage itself with
+    ``resume``; else a new stage from the newest finished one's model, else from ``s.init``."""
+    done = stages(s.out_dir)
+    if resume and done:
+        return done[-1], "resume"
+    finished = [p for p in done if (p / "model" / "config.json").is_file()]
+    start = str(finished[-1] / "model") if finished else s.init
+    return Path(s.out_dir) / f"stage_{len(done):03d}", start
+
+
+def load_residual(path: str | os.PathLike) -> ResidualPLCMAE:
+    model = AudioMAE.from_pretrained(path)
+    return model if isinstance(model, ResidualPLCMAE) else ResidualPLCMAE.from_mae(model)
+
+
+def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
+    from audiomae.train.loop import fit
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    stage, start = starting_point(s, resume)
+    model = load_residual(s.init if start == "resume" else start)
+    model.train()
+    train = PoolDataset(load_pool(s.pool, list(s.groups) if s.groups else None))
+    val_batches = _val_batches(s)
+    print(
+        f"residual PLC: {model.num_params() / 1e6:.2f} M params, {len(train)} windows, "
+        f"stage {stage.name} from {start}",
+        flush=True,
+    )
+    task = ResidualPLCTask(
+        model,
+        seed=derive_seed(s.train.seed, int(stage.name[-3:])),
+        target_weight=s.target_weight,
+        level_db=s.level_db,
+    )
+    result = fit(task, train, val_batches, s.train, stage, resume=start == "resume")
+    if s.export:
+        load_residual(stage / "model").save_pretrained(
+            s.export,
+            extra={
+                "residual_plc": {
+                    "pool": s.pool,
+                    "groups": s.groups,
+                    "stage": stage.name,
+                    "start": start,
+                    "steps": result.steps,
+                    "train": dataclasses.asdict(s.train),
+                }
+            },
+        )
+    return result
+
+
+def _val_batches(s: ResidualPLCSettings) -> list[dict]:
+    if not s.val_pool:
+        return []
+    val = {k: v[: s.val_windows] for k, v in load_pool(s.val_pool).items()}
+    ds = PoolDataset(val)
+    bs = s.train.batch_size
+    return [
+        torch.utils.data.default_collate([ds[i] for i in range(j, min(j + bs, len(ds)))])
+        for j in range(0, len(ds), bs)
+    ]
+
+
+def evaluate_residual(model_dir: str | os.PathLike, s: ResidualPLCSettings) -> dict[str, float]:
+    """Validation figures of a model (a plain PLC MAE counts as its zero-correction start)."""
+    from audiomae.train.loop import validation_metrics
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    task = ResidualPLCTask(load_residual(model_dir).eval(), seed=s.train.seed)
+    return validation_metrics(task, _val_batches(s))

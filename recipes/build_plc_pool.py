@@ -1,0 +1,48 @@
+"""Build precomputed PLC training windows (see ``audiomae/train/plc_pool.py``).
+
+    python recipes/build_plc_pool.py recipes/configs/plc_pool/speech.yaml
+
+Each window holds the clean log-mel and the log-mel of what the MAE-free concealer (``lpc``)
+plays over it under a drawn loss pattern (see ``audiomae/train/plc_pool.py``). Shards already
+written are kept, so a killed build resumes; ``--worker I --workers N`` splits the shards
+between N processes. Overrides: ``n_windows=2000 out_dir=runs/pool_small``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiomae.commands.pretrain import load_config  # noqa: E402
+from audiomae.config import from_dict  # noqa: E402
+from audiomae.train.plc import PLCMaskSettings  # noqa: E402
+from audiomae.train.plc_pool import PoolSettings, SourceGroup, build_pool  # noqa: E402
+
+
+def settings_from(cfg: dict) -> tuple[PoolSettings, str]:
+    cfg = dict(cfg)
+    out_dir = cfg.pop("out_dir")
+    groups = tuple(SourceGroup(**g) for g in cfg.pop("groups"))
+    masks = from_dict(PLCMaskSettings, cfg.pop("masks", {}))
+    return PoolSettings(groups=groups, masks=masks, **cfg), out_dir
+
+
+def main(cfg: dict, worker: int = 0, workers: int = 1) -> Path:
+    import torch
+
+    torch.set_num_threads(cfg.pop("threads", 1))
+    settings, out_dir = settings_from(cfg)
+    return build_pool(settings, out_dir, worker=worker, workers=workers)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    main(load_config(args.config, args.overrides), args.worker, args.workers)

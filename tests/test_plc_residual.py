@@ -1,0 +1,151 @@
+"""The residual PLC model, its precomputed windows and its training."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import voiced
+
+from audiomae.audio import SAMPLES_PER_PACKET, save_audio
+from audiomae.config import FeatureConfig, model_preset
+from audiomae.masking import packet_loss_mask
+from audiomae.model import AudioMAE, ResidualPLCMAE
+from audiomae.train.config import TrainConfig
+from audiomae.train.plc_pool import PoolSettings, SourceGroup, build_pool, load_pool
+from audiomae.train.plc_residual import PoolDataset, ResidualPLCSettings, ResidualPLCTask, run_residual_plc
+
+
+def _tiny() -> AudioMAE:
+    cfg = model_preset("tiny", n_mels=80, enc_dim=32, enc_depth=1, dec_dim=32, dec_depth=1, max_frames=64)
+    torch.manual_seed(0)
+    return AudioMAE(cfg, features=FeatureConfig())
+
+
+def test_residual_model_starts_as_the_continuation_and_loads_back(tmp_path):
+    mae = _tiny()
+    model = ResidualPLCMAE.from_mae(mae)
+    for name, p in mae.state_dict().items():
+        if not name.startswith("dec_pred."):
+            torch.testing.assert_close(model.state_dict()[name], p)
+    spec = torch.randn(2, 80, 48)
+    lost = torch.zeros(2, 24, dtype=torch.bool)
+    lost[:, 18:21] = True
+    mask = packet_loss_mask(lost, model.cfg.grid_f)
+    # A zero head: the prediction is the input (the concealer's continuation) itself.
+    torch.testing.assert_close(model.reconstruct(spec, mask), spec)
+    with torch.no_grad():
+        model.dec_pred.bias.normal_()
+    full = model.reconstruct(spec, mask)
+    # Received columns are kept, lost ones corrected; predicting only some columns gives the same.
+    torch.testing.assert_close(full[..., :36], spec[..., :36])
+    assert not torch.allclose(full[..., 36:42], spec[..., 36:42])
+    torch.testing.assert_close(model.reconstruct(spec, mask, (16, 22)), full)
+    model.save_pretrained(tmp_path / "m")
+    back = AudioMAE.from_pretrained(tmp_path / "m")
+    assert isinstance(back, ResidualPLCMAE)
+    torch.testing.assert_close(back.reconstruct(spec, mask), full)
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    for i in range(3):
+        save_audio(root / "audio" / f"v{i}.wav", voiced(1.5, f0=110 + 30 * i, seed=i) * 0.3)
+    group = SourceGroup(name="voiced", path=str(root / "audio"))
+    s = PoolSettings(groups=(group,), n_windows=12, shard_size=6, windows_per_visit=2, seed=1)
+    build_pool(s, root / "train", progress=False)
+    build_pool(
+        PoolSettings(groups=(group,), n_windows=6, shard_size=6, augment=0.0), root / "dev", progress=False
+    )
+    return root
+
+
+def test_pool_holds_what_the_mae_free_concealer_plays(pools):
+    from audiomae.features import LogMel
+    from audiomae.plc import conceal
+    from audiomae.train.plc_pool import conceal_window
+
+    pool = load_pool(pools / "train")
+    assert pool["clean"].shape == pool["played"].shape == (12, 80, 48)
+    assert pool["lost"].shape == (12, 24) and pool["lost"].any(axis=1).all()
+    # Received columns away from any loss match the clean log-mel (both from the same audio).
+    played, clean = pool["played"].astype(np.float32), pool["clean"].astype(np.float32)
+    lost = pool["lost"]
+    i, t = next((i, t) for i in range(12) for t in range(2, 22) if not lost[i, t - 2 : t + 3].any())
+    np.testing.assert_allclose(played[i, :, 2 * t : 2 * t + 2], clean[i, :, 2 * t : 2 * t + 2], atol=0.05)
+    # conceal_window is the lpc concealer run over preroll + window.
+    wave = voiced(0.64)
+    flags = np.zeros(24, bool)
+    flags[20:23] = True
+    heard = conceal_window(wave, flags, 0, preroll=8, concealers={})
+    full = conceal(
+        wave * ~np.repeat(np.r_[np.zeros(8, bool), flags], SAMPLES_PER_PACKET),
+        np.r_[np.zeros(8, bool), flags],
+        "lpc",
+    )
+    np.testing.assert_array_equal(heard, full[8 * SAMPLES_PER_PACKET :])
+    assert LogMel(FeatureConfig()).cfg.n_mels == 80
+    with pytest.raises(ValueError, match="unknown groups"):
+        load_pool(pools / "train", groups=["nope"])
+
+
+def test_residual_training_step_has_gradients_and_validation_names_the_baseline(pools):
+    model = ResidualPLCMAE.from_mae(_tiny())
+    ds = PoolDataset(load_pool(pools / "train"))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    task = ResidualPLCTask(model, target_weight=2.0)
+    figures = task.validation_step(batch)
+    # Zero correction: the model's error is the continuation's.
+    assert figures["loss"] == pytest.approx(figures["continuation"])
+    assert figures["target_loss"] == pytest.approx(figures["target_continuation"])
+    loss, _ = task.training_step(batch, 0)
+    loss.backward()
+    assert model.dec_pred.weight.grad.abs().sum() > 0
+
+
+def test_residual_runs_accumulate_in_stages(pools, tmp_path):
+    mae = _tiny()
+    mae.save_pretrained(tmp_path / "init")
+    train = TrainConfig(steps=3, batch_size=4, lr=1e-3, log_every=1, tensorboard=False, progress=False)
+    s = ResidualPLCSettings(
+        pool=str(pools / "train"),
+        val_pool=str(pools / "dev"),
+        init=str(tmp_path / "init"),
+        out_dir=str(tmp_path / "run"),
+        export=str(tmp_path / "export"),
+        threads=None,
+        train=train,
+    )
+    first = run_residual_plc(s)
+    assert (tmp_path / "run" / "stage_000" / "model").is_dir() and first.steps == 3
+    run_residual_plc(s)  # a second stage, from the first one's model
+    assert (tmp_path / "run" / "stage_001" / "model").is_dir()
+    exported = AudioMAE.from_pretrained(tmp_path / "export")
+    assert isinstance(exported, ResidualPLCMAE)
+    from audiomae.checkpoint import read_config
+
+    assert read_config(tmp_path / "export")["extra"]["residual_plc"]["start"].endswith("stage_000/model")
+
+
+def test_concealer_feeds_a_residual_model_what_it_was_trained_on():
+    """With a zero correction the residual model's log-mel is the continuation's own, so the
+    MAE concealer with it plays what the MAE-free one plays wherever the MAE is not used."""
+    from audiomae.plc import conceal
+    from audiomae.plc.mae import LPC_DEFAULTS, ConcealerConfig, MAEConcealer
+
+    model = ResidualPLCMAE.from_mae(AudioMAE.from_preset("tiny", max_frames=64))
+    x = voiced(1.0)
+    lost = np.zeros(50, bool)
+    lost[[10, 20, 21, 22]] = True
+    lossy = np.where(np.repeat(lost, SAMPLES_PER_PACKET), 0, x).astype(np.float32)
+    seen = []
+
+    class Spy(MAEConcealer):
+        def predict_logmel(self, wave, lost, columns=None):
+            seen.append(wave.copy())
+            return super().predict_logmel(wave, lost, columns)
+
+    cfg = ConcealerConfig(full_level_packets=LPC_DEFAULTS["full_level_packets"], int8=False)
+    y = conceal(lossy, lost, Spy(model, config=cfg))
+    assert np.isfinite(y).all() and seen
+    # The window holds played audio, not zeros, at the earlier lost packets.
+    assert all(np.abs(w[-3 * SAMPLES_PER_PACKET : -SAMPLES_PER_PACKET]).max() > 0 for w in seen)
