@@ -106,11 +106,14 @@ class LogMel(nn.Module):
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
             raise ValueError(f"LogMel expects (B, S) or (S,) waveforms, got shape {tuple(wave.shape)}")
-        power = self.spectrogram_power(wave.float())
-        if self.cfg.power != 2.0:
-            power = power.clamp_min(0).pow(self.cfg.power / 2)
-        mel = torch.matmul(self.mel_fb, power)
-        out = torch.log(mel.clamp_min(self.cfg.log_floor))
+        # Always float32, also inside a bf16 autocast region: a bf16 STFT / filterbank matmul
+        # would put ~0.4% errors into every log-mel value the model learns from.
+        with torch.autocast(wave.device.type, enabled=False):
+            power = self.spectrogram_power(wave.float())
+            if self.cfg.power != 2.0:
+                power = power.clamp_min(0).pow(self.cfg.power / 2)
+            mel = torch.matmul(self.mel_fb, power)
+            out = torch.log(mel.clamp_min(self.cfg.log_floor))
         return out[0] if squeeze else out
 
 

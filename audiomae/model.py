@@ -151,10 +151,9 @@ class AudioMAE(nn.Module):
     def _encode_visible(
         self, patches: torch.Tensor, m: MaskResult
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n = patches.shape[1]
-        x = self.patch_embed(patches) + self.enc_pos[:n]
-        idx = m.keep_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-        x = torch.gather(x, 1, idx)
+        # Embed only the visible patches (a fifth of them at 80% masking), not all then gather.
+        idx = m.keep_idx.unsqueeze(-1).expand(-1, -1, patches.shape[-1])
+        x = self.patch_embed(torch.gather(patches, 1, idx)) + self.enc_pos[m.keep_idx]
         attn_mask = None
         if m.ragged:  # padded keys must not be attended to
             attn_mask = m.keep_valid[:, None, None, :]
@@ -193,7 +192,8 @@ class AudioMAE(nn.Module):
         on :meth:`decoder_span` of them, which gives the same predictions for less compute."""
         b = latent.shape[0]
         x = self.dec_embed(latent)
-        full = self.mask_token.expand(b, n + 1, -1).clone()
+        # Under autocast x is bf16 while the token is a float32 parameter; scatter needs one dtype.
+        full = self.mask_token.to(x.dtype).expand(b, n + 1, -1).clone()
         # Padded entries of a ragged batch are sent to the spare slot n and dropped.
         idx = torch.where(m.keep_valid, m.keep_idx, torch.full_like(m.keep_idx, n))
         full = full.scatter(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x)[:, :n]
@@ -238,7 +238,7 @@ class AudioMAE(nn.Module):
             mu = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mu) / (var + 1e-6).sqrt()
-        per_patch = (pred - target).square().mean(dim=-1)
+        per_patch = (pred.float() - target.float()).square().mean(dim=-1)  # float32 under autocast too
         weight = mask.mask.float()
         loss = (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
         return MAEOutput(loss=loss, pred=pred, mask=mask.mask)

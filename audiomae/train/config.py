@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from audiomae.train.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -13,8 +13,10 @@ class TrainConfig:
 
     ``batch_size`` is per process and per micro-batch: the effective batch of one optimiser
     step is ``batch_size * grad_accum * world_size``. Every ``*_every`` cadence counts
-    optimiser steps; 0 disables it. ``precision="bf16"`` autocasts on CUDA only, because on
-    CPUs without AMX bf16 matmuls are several times slower than fp32; ``bf16_on_cpu`` forces it.
+    optimiser steps; 0 disables it. ``precision``: ``"auto"`` trains in bf16 autocast on CUDA
+    and on CPUs with AMX and in fp32 elsewhere (:mod:`audiomae.train.precision`; fit() prints
+    the choice and why); ``"fp32"`` / ``"bf16"`` force one; ``"fp16"`` (CUDA only) adds loss
+    scaling. Weights and optimiser state are float32 in every mode.
     """
 
     steps: int = 1000
@@ -26,8 +28,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     grad_accum: int = 1
-    precision: str = "fp32"
-    bf16_on_cpu: bool = False
+    precision: str = "auto"
     ema_decay: float | None = None
     seed: int = 0
     log_every: int = 10

@@ -8,7 +8,6 @@ import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 
 from audiomae.train import distributed as dist_utils
 from audiomae.train.config import TrainConfig
+from audiomae.train.precision import autocast, resolve_precision
 from audiomae.train.schedule import WarmupCosine
 from audiomae.train.state import CheckpointManager, capture_rng, restore_rng
 from audiomae.train.task import Task, default_param_groups
@@ -171,14 +171,6 @@ def _schedule_step(step: int, cfg: TrainConfig, elapsed_s: float) -> int:
     return min(max(step, by_time), cfg.steps - 1)
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16" and (device.type == "cuda" or cfg.bf16_on_cpu):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if cfg.precision == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def _resolve_device(cfg: TrainConfig, info: dist_utils.DistInfo) -> torch.device:
     if cfg.device == "auto":
         return dist_utils.default_device(info)
@@ -233,16 +225,9 @@ def fit(
     info = dist_utils.info()
     main = info.rank == 0
     device = _resolve_device(cfg, info)
-    if (
-        cfg.precision != "fp32"
-        and device.type != "cuda"
-        and not (cfg.precision == "bf16" and cfg.bf16_on_cpu)
-    ):
-        warnings.warn(
-            f"precision={cfg.precision} is not used on {device.type} (slower than fp32 there); "
-            "training in fp32 (bf16_on_cpu=True forces bf16 autocast)",
-            stacklevel=2,
-        )
+    precision, why = resolve_precision(cfg.precision, device)
+    if main:
+        print(f"precision {precision} on {device.type}: {why}", flush=True)
     val_batches = list(val_batches) if val_batches is not None else []
 
     model = task.model.to(device)
@@ -257,7 +242,7 @@ def fit(
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     schedule = WarmupCosine(optimizer, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     ckpt = CheckpointManager(out_dir, keep_last=cfg.keep_last)
 
@@ -322,7 +307,7 @@ def fit(
 
     def validate() -> dict[str, float]:
         model.eval()
-        with _autocast(cfg, device), averaged():
+        with autocast(precision, device), averaged():
             out = validation_metrics(task, val_batches, device)
         model.train()
         return out
@@ -348,7 +333,7 @@ def fit(
             if plot_batch is None:
                 plot_batch = batch
             batch = to_device(batch, device)
-            with _autocast(cfg, device):
+            with autocast(precision, device):
                 loss, metrics = task.training_step(batch, step * cfg.grad_accum + micro)
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {step}")
