@@ -68,16 +68,22 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling (soxr via librosa); a no-op when the rates agree."""
+    """Band-limited resampling (soxr, high quality) along the last axis to
+    ``ceil(S * target_sr / orig_sr)`` samples, as ``librosa.resample(res_type="soxr_hq")``
+    computes it; a no-op when the rates agree."""
     if orig_sr == target_sr:
         return audio
     if orig_sr <= 0 or target_sr <= 0:
         raise ValueError(f"invalid sample rates {orig_sr} -> {target_sr}")
-    import librosa
+    import soxr
 
-    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(
-        np.float32
-    )
+    n = int(np.ceil(audio.shape[-1] * float(target_sr) / orig_sr))
+
+    def one(x: np.ndarray) -> np.ndarray:
+        y = soxr.resample(x, orig_sr, target_sr, quality="soxr_hq")
+        return np.pad(y[:n], (0, max(0, n - y.size)))
+
+    return np.apply_along_axis(one, -1, audio).astype(np.float32)
 
 
 def load_audio(path: str | os.PathLike, sr: int | None = SAMPLE_RATE, mono: bool = True) -> np.ndarray:

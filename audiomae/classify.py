@@ -296,11 +296,11 @@ class AudioClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+        cls, directory: str | Path, map_location: str | torch.device = "cpu", require_checksum: bool = True
     ) -> AudioClassifier:
         from audiomae.checkpoint import load_model
 
-        model = load_model(directory, map_location=map_location)
+        model = load_model(directory, map_location=map_location, require_checksum=require_checksum)
         if not isinstance(model, cls):
             raise ValueError(f"{directory}: holds a {type(model).__name__}, not an {cls.__name__}")
         return model
@@ -689,7 +689,19 @@ def _build(config: dict[str, Any]) -> nn.Module:
     return AudioClassifier.from_config(encoder, from_dict(ClassifierConfig, config["classifier"]))
 
 
-register_kind("classifier", AudioClassifier, _build, _describe)
+def _sections() -> dict[str, type]:
+    from audiomae.config import FeatureConfig, ModelConfig
+    from audiomae.features import NormStats
+
+    return {
+        "model": ModelConfig,
+        "features": FeatureConfig,
+        "norm": NormStats,
+        "classifier": ClassifierConfig,
+    }
+
+
+register_kind("classifier", AudioClassifier, _build, _describe, _sections())
 
 
 __all__ = [

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "resynth": "audiomae.commands.vocoder",
     "plc": "audiomae.commands.plc",
     "classify": "audiomae.commands.classify",
+    "export": "audiomae.commands.export",
 }
 
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from audiomae import audio
 
+MAX_SAMPLE_RATE = 384_000
+MAX_N_FFT = 8192
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -27,8 +30,22 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
-        if self.hop_length <= 0 or self.n_mels <= 0:
-            raise ValueError("hop_length and n_mels must be positive")
+        if self.hop_length <= 0 or self.n_mels <= 0 or self.win_length <= 0:
+            raise ValueError("hop_length, win_length and n_mels must be positive")
+        # Upper bounds keep a bad config from asking for gigabytes of STFT kernels (the conv
+        # STFT holds n_fft x n_fft weights); real front ends stay far below them.
+        if not 0 < self.sample_rate <= MAX_SAMPLE_RATE or self.n_fft > MAX_N_FFT:
+            raise ValueError(
+                f"need 0 < sample_rate <= {MAX_SAMPLE_RATE} and n_fft <= {MAX_N_FFT}, got "
+                f"{self.sample_rate}, {self.n_fft}"
+            )
+        if self.n_mels > self.n_fft // 2 + 1 or self.hop_length > self.n_fft:
+            raise ValueError(
+                f"need n_mels <= n_fft // 2 + 1 and hop_length <= n_fft, got {self.n_mels}, "
+                f"{self.hop_length} for n_fft {self.n_fft}"
+            )
+        if not (self.power > 0 and self.log_floor > 0 and self.f_min >= 0):
+            raise ValueError("power and log_floor must be positive and f_min >= 0")
 
     @property
     def fmax(self) -> float:
@@ -143,4 +160,60 @@ def from_dict(
     return cls(**kwargs)
 
 
-__all__ = ["FeatureConfig", "ModelConfig", "PRESETS", "model_preset", "to_dict", "from_dict"]
+def check_fields(cls: type, data: Any, where: str) -> None:
+    """Check ``data`` (e.g. a section of a checkpoint's JSON) against the fields of the dataclass
+    ``cls`` before anything is built from it: a JSON object, no unknown or missing fields, and each
+    value of its field's type (ints where ints are due, finite numbers, strings, lists for tuples).
+    Raises ValueError naming ``where`` and the field."""
+    import math
+    import types
+    import typing
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object with {cls.__name__} fields, got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r} (known: {sorted(fields)})")
+    required = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ValueError(f"{where}: missing field {missing[0]!r}")
+    hints = typing.get_type_hints(cls)
+
+    def fits(value: Any, hint: Any) -> bool:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint is type(None):
+            return value is None
+        if origin in (typing.Union, types.UnionType):
+            return any(fits(value, a) for a in args)
+        if origin is tuple:
+            item = args[0] if args else Any
+            return isinstance(value, (list, tuple)) and all(fits(v, item) for v in value)
+        if hint is bool:
+            return isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if hint is str:
+            return isinstance(value, str)
+        return True
+
+    for name, value in data.items():
+        hint = hints.get(name, Any)
+        if not fits(value, hint):
+            what = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            raise ValueError(f"{where}.{name}: expected {what}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+__all__ = ["check_fields", "FeatureConfig", "ModelConfig", "PRESETS", "model_preset", "to_dict", "from_dict"]

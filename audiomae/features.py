@@ -124,6 +124,11 @@ class NormStats:
     mean: float = 0.0
     std: float = 1.0
 
+    def __post_init__(self) -> None:
+        # A zero or non-finite std would only show up later, as NaN inputs to the model.
+        if not (np.isfinite(self.mean) and np.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"norm needs a finite mean and a finite std > 0, got {self.mean}, {self.std}")
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 

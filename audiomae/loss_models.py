@@ -237,10 +237,14 @@ def _as_lost(lost: np.ndarray, name: str = "loss trace") -> np.ndarray:
     return arr
 
 
+def trace_text(lost: np.ndarray) -> str:
+    """``(n,)`` bool/0-1 flags as the text of a PLC-challenge trace (one 0/1 per line)."""
+    return "".join("1\n" if f else "0\n" for f in _as_lost(lost))
+
+
 def write_trace(path: str | os.PathLike, lost: np.ndarray) -> Path:
     """Write ``(n,)`` bool/0-1 flags as a PLC-challenge trace, atomically."""
-    flags = _as_lost(lost)
-    text = "".join("1\n" if f else "0\n" for f in flags)
+    text = trace_text(lost)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -269,10 +269,14 @@ class AudioMAE(nn.Module):
         save_model(directory, self, extra=extra)
 
     @classmethod
-    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> AudioMAE:
+    def from_pretrained(
+        cls, directory, map_location: str | torch.device = "cpu", require_checksum: bool = True
+    ) -> AudioMAE:
+        """Load a checkpoint (:func:`audiomae.checkpoint.load_model`; ``require_checksum=False``
+        accepts a hand-made one without ``weights_sha256``)."""
         from audiomae.checkpoint import load_model
 
-        model = load_model(directory, map_location=map_location)
+        model = load_model(directory, map_location=map_location, require_checksum=require_checksum)
         if not isinstance(model, cls):
             raise ValueError(f"{directory}: holds a {type(model).__name__}, not an {cls.__name__}")
         return model

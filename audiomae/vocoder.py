@@ -458,11 +458,14 @@ class Vocoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+        cls,
+        directory: str | os.PathLike,
+        map_location: str | torch.device = "cpu",
+        require_checksum: bool = True,
     ) -> Vocoder:
         from audiomae.checkpoint import load_model
 
-        model = load_model(directory, map_location=map_location)
+        model = load_model(directory, map_location=map_location, require_checksum=require_checksum)
         if not isinstance(model, cls):
             raise ValueError(f"{directory}: holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -587,7 +590,9 @@ def _build(config: dict[str, Any]) -> nn.Module:
 def _register() -> None:
     from audiomae.checkpoint import register_kind
 
-    register_kind("vocoder", Vocoder, _build, _describe)
+    register_kind(
+        "vocoder", Vocoder, _build, _describe, {"vocoder": VocoderConfig, "features": FeatureConfig}
+    )
 
 
 _register()

@@ -1,10 +1,13 @@
 """Per-packet compute of the streaming concealers with one thread.
 
     python benchmarks/bench_streaming.py [--methods mae,mae-la1,g711] [--seconds 30]
+        [--backends torch,onnx]
 
 For each loss condition, pushes a LibriSpeech dev file (or the bundled demo clip) through
 each concealer packet by packet and reports mean / p50 / p99 milliseconds for received and
-lost packets, and the real-time factor (compute time / audio time). Targets for the MAE
+lost packets, and the real-time factor (compute time / audio time). Methods built on the MAE
+concealer run once per backend: torch (the MAE in int8) and onnx (the ONNX export in fp32 on
+onnxruntime, no torch); the others once (backend "-"). Targets for the MAE
 concealer: lost packet mean <= 5 ms, p99 <= 15 ms; received packet mean <= 1 ms.
 """
 
@@ -15,11 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
 from audiomae.audio import SAMPLES_PER_PACKET, load_audio
 from audiomae.loss_models import apply_loss, draw_loss, n_packets
 from audiomae.plc import make_concealer
+from audiomae.plc.base import UnsupportedOptionError
 from audiomae.plc.demo import demo_clip_path
 
 
@@ -34,8 +39,24 @@ def load_clip(data: str | None, seconds: float) -> np.ndarray:
     return np.tile(audio, reps)[: int(seconds * 16000)]
 
 
-def time_packets(method: str, clean: np.ndarray, lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c = make_concealer(method)
+def runs(methods: list[str], backends: list[str]):
+    """(method, backend) pairs: each backend for the MAE concealer's methods, one run with
+    backend "-" for the methods that have none."""
+    for method in methods:
+        for i, backend in enumerate(backends):
+            try:
+                make_concealer(method, backend=backend)
+            except UnsupportedOptionError:
+                if i == 0:
+                    yield method, "-"
+                continue
+            yield method, backend
+
+
+def time_packets(
+    method: str, backend: str, clean: np.ndarray, lost: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    c = make_concealer(method, **({} if backend == "-" else {"backend": backend}))
     if c.requires_source:
         c.set_source(clean)
     lossy = apply_loss(clean, lost)
@@ -62,20 +83,24 @@ def main() -> None:
     )
     parser.add_argument("--conditions", default="ge05b1.5,ge10b2,ge20b3")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--backends", default="torch,onnx", help="for the MAE concealer's methods")
     args = parser.parse_args()
     torch.set_num_threads(1)
     clean = load_clip(args.data, args.seconds)
     n = n_packets(clean.size)
-    print(f"torch {torch.__version__}, 1 thread, {args.seconds:.0f} s of speech ({n} packets)\n")
     print(
-        "| method | condition | lost % | received mean / p50 / p99 (ms) | lost mean / p50 / p99 (ms) "
-        "| max (ms) | RTF |"
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, 1 thread, "
+        f"{args.seconds:.0f} s of speech ({n} packets)\n"
     )
-    print("|---|---|---|---|---|---|---|")
-    for method in args.methods.split(","):
+    print(
+        "| method | backend | condition | lost % | received mean / p50 / p99 (ms) "
+        "| lost mean / p50 / p99 (ms) | max (ms) | RTF |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for method, backend in runs(args.methods.split(","), args.backends.split(",")):
         for cond in args.conditions.split(","):
             lost = draw_loss(cond, n, 0)
-            ms, lost = time_packets(method, clean, lost)
+            ms, lost = time_packets(method, backend, clean, lost)
             ms, lost = ms[5:-5], lost[5:-5]  # skip start-up and the lookahead wrap-around
             rec, los = ms[~lost], ms[lost]
 
@@ -88,8 +113,8 @@ def main() -> None:
 
             rtf = ms.sum() / (ms.size * 20.0)
             print(
-                f"| {method} | {cond} | {100 * lost.mean():.1f} | {stats(rec)} | {stats(los)} | "
-                f"{ms.max():.1f} | {rtf:.3f} |"
+                f"| {method} | {backend} | {cond} | {100 * lost.mean():.1f} | {stats(rec)} | "
+                f"{stats(los)} | {ms.max():.1f} | {rtf:.3f} |"
             )
 
 

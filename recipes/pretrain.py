@@ -7,16 +7,19 @@ Any config value can be overridden: ``train.steps=100 model.preset=small data=/p
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from audiomae.cli import OneLineParser, run_guarded  # noqa: E402
 from audiomae.commands.pretrain import add_arguments, load_config, main  # noqa: E402
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args()
-    main(load_config(args.config, args.overrides), resume=args.resume)
+    # Errors as one line and Ctrl-C as exit 130, as the audiomae command does.
+    raise SystemExit(
+        run_guarded("pretrain.py", lambda: main(load_config(args.config, args.overrides), resume=args.resume))
+    )

@@ -76,10 +76,33 @@ def test_edge_cases_give_nan_with_warning():
         assert np.isnan(pesq_wb(silent, noise))
     with pytest.warns(RuntimeWarning, match="silent"):
         assert np.isnan(stoi(silent, noise))
-    with pytest.warns(RuntimeWarning, match="PESQ: cannot score"):
+    with pytest.warns(RuntimeWarning, match="PESQ: not defined for a 0.062 s clip"):
         assert np.isnan(pesq_wb(noise[:1000], noise[:1000]))
     with pytest.raises(ValueError, match="must match"):
         pesq_wb(noise, noise[:-1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isfinite(plcmos(silent))
+
+
+@pytest.mark.parametrize("seconds", [0.005, 0.05, 0.3])
+def test_metrics_on_short_clips_say_which_is_undefined_and_why(seconds):
+    # Below each metric's minimum the library used to fail inside pystoi or onnxruntime, or
+    # report STOI 0.000 (pystoi's 1e-5) for FSDD-length digits.
+    x = np.random.default_rng(1).standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32) * 0.1
+    for name, fn, args in (("PESQ", pesq_wb, (x, x)), ("STOI", stoi, (x, x)), ("PLCMOS", plcmos, (x,))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = fn(*args)
+        if seconds < {"PESQ": 0.25, "STOI": 0.3968, "PLCMOS": 0.1}[name]:
+            assert np.isnan(value), name
+            assert any(f"{name}: not defined for a {seconds:.3f} s clip" in str(w.message) for w in caught)
+        else:
+            assert np.isfinite(value), name
+
+
+def test_stoi_of_a_clip_that_is_mostly_silence_is_undefined_not_zero():
+    x = np.zeros(SAMPLE_RATE, np.float32)
+    x[:1600] = np.random.default_rng(2).standard_normal(1600) * 0.1  # 0.1 s of sound in 1 s
+    with pytest.warns(RuntimeWarning, match="STOI: not defined for this clip: fewer than 30 frames"):
+        assert np.isnan(stoi(x, x))

@@ -231,7 +231,8 @@ def test_opus_needs_the_clean_signal():
 
 
 class _Probe(StreamingConcealer):
-    """Outputs, as a constant packet, how many of its window's packets arrived."""
+    """Outputs, as a constant packet, how many of its window's packets arrived; records each
+    window as the packets' ids (packet t holds samples t / 100)."""
 
     lookahead = 2
 
@@ -240,13 +241,13 @@ class _Probe(StreamingConcealer):
         self.windows = []
 
     def _conceal(self, window):
-        self.windows.append([None if p is None else int(p[0]) for p in window])
+        self.windows.append([None if p is None else round(100 * float(p[0])) for p in window])
         return np.full(P, 0.1 * (window[0] is not None) + 0.01 * self.emit_index, np.float32)
 
 
 def test_base_delay_line_shows_packets_t_to_t_plus_k():
     c = _Probe()
-    outs = [c.push(np.full(P, float(t))) for t in range(5)]
+    outs = [c.push(np.full(P, t / 100)) for t in range(5)]
     assert not outs[0].any() and not outs[1].any()
     assert c.windows[0] == [0, 1, 2]
     tail = c.flush()

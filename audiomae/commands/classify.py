@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from audiomae.commands import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune or linear-probe an encoder for audio classification")
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("classify", help="top-k labels of audio files from a classifier checkpoint")
     c.add_argument("checkpoint", help="classifier checkpoint directory (from `audiomae finetune`)")
     c.add_argument("files", nargs="+", help="audio files (any rate; resampled to the model's)")
-    c.add_argument("--top-k", type=int, default=3, help="labels to print per file (default 3)")
+    c.add_argument("--top-k", type=positive_int, default=3, help="labels to print per file (default 3)")
     c.set_defaults(func=run_classify_command)
 
 
@@ -32,10 +34,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
+    from audiomae.audio import check_outputs
     from audiomae.classify import FinetuneSettings, run_finetune
     from audiomae.train import distributed as dist_utils
 
     settings = FinetuneSettings.from_dict(cfg)
+    check_outputs({"out_dir": settings.out_dir}, directories=["out_dir"])  # before any data is read
     out = run_finetune(settings, resume=resume)
     if dist_utils.is_main():
         result = out["result"]

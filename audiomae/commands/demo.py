@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiomae.commands import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="loss trace seed")
     p.add_argument("--clip", default=None, help="use this audio file instead of the bundled clip")
     p.add_argument("--no-metrics", action="store_true", help="skip scoring (faster)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--methods {args.methods!r}: no method named")
     result = run_demo(args.out, args.condition, methods, args.seed, args.clip, metrics=not args.no_metrics)
     lost = result.lost
     print(f"\n{args.condition}: {lost.mean():.1%} of {lost.size} packets lost; files in {args.out}/")

@@ -14,17 +14,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiomae.checkpoint import load_checkpoint
+    from audiomae.checkpoint import inspect_checkpoint
 
-    tensors, config = load_checkpoint(args.checkpoint)
+    # The checks loading would make (files, checksum, config fields, shapes), without loading.
+    info = inspect_checkpoint(args.checkpoint)
+    config = info.config
     if args.json:
         print(json.dumps(config, indent=2, sort_keys=True))
         return 0
-    n_params = sum(t.numel() for t in tensors.values())
     print(f"checkpoint:     {args.checkpoint}")
     print(f"kind:           {config.get('kind')}")
     print(f"format version: {config.get('format_version')}")
-    print(f"parameters:     {n_params:,} in {len(tensors)} tensors")
+    print(f"parameters:     {info.n_params:,} in {len(info.tensors)} tensors")
     for key in ("model", "features", "norm"):
         if key in config:
             body = ", ".join(f"{k}={v}" for k, v in config[key].items())

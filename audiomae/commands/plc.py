@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from audiomae.commands import nonnegative_int, positive_float, positive_int
+
 DEFAULT_METHODS = "zero,g711,opus,opus-fec,mae,mae-la1"
 METHODS_HELP = (
     "zero, g711, opus, opus-fec, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, opus+lpc, "
@@ -39,7 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"concealment method (default lpc; mae applies the MAE's prediction): {METHODS_HELP}",
     )
     p.add_argument(
-        "--lookahead", type=int, default=None, help="packets of lookahead, for methods that take it"
+        "--lookahead",
+        type=nonnegative_int,
+        default=None,
+        help="packets of lookahead, for methods that take it",
     )
     p.add_argument("--clean", default=None, help="the sender's clean file: required by opus and opus-fec")
     p.set_defaults(func=run_conceal)
@@ -59,9 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated loss conditions geRbB / berR (default {DEFAULT_CONDITIONS})",
     )
     p.add_argument("--out", required=True, help="directory for results.csv, results.md and results.png")
-    p.add_argument("--max-files", type=int, default=None, help="use only the first N files (sorted)")
+    p.add_argument("--max-files", type=positive_int, default=None, help="use only the first N files (sorted)")
     p.add_argument(
-        "--max-seconds", type=float, default=None, help="use only the first S seconds of each file"
+        "--max-seconds", type=positive_float, default=None, help="use only the first S seconds of each file"
     )
     p.add_argument("--seed", type=int, default=0, help="mixed into every trace seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -69,22 +74,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from audiomae.audio import load_audio, save_audio
+    from audiomae.audio import audio_writer, check_outputs, load_audio, write_all
     from audiomae.loss_models import (
         apply_loss,
         as_loss_spec,
         draw_loss,
         mean_burst_length,
         n_packets,
-        write_trace,
+        trace_text,
     )
 
     spec = as_loss_spec(args.loss)
+    out = check_outputs({"-o": args.output, "--trace": args.trace}, inputs=[args.clean], audio=["-o"])
     clean = load_audio(args.clean)
     lost = draw_loss(spec, n_packets(clean.size), args.seed)
     lossy = apply_loss(clean, lost)
-    save_audio(args.output, lossy)
-    write_trace(args.trace, lost)
+    text = trace_text(lost)
+    # Both files or neither: a trace without its audio (or the reverse) would mislead.
+    write_all(
+        [(out["-o"], audio_writer(out["-o"], lossy)), (out["--trace"], lambda t: Path(t).write_text(text))]
+    )
     print(
         f"{args.output}: {lost.sum()} of {lost.size} packets lost ({100 * lost.mean():.1f} %, "
         f"mean burst {mean_burst_length(lost):.2f}) under {spec.name}; trace {args.trace}"
@@ -93,11 +102,13 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_conceal(args: argparse.Namespace) -> int:
-    from audiomae.audio import load_audio, save_audio
+    from audiomae.audio import check_outputs, load_audio, save_audio
     from audiomae.loss_models import check_trace_length, read_trace
     from audiomae.plc import conceal
 
     # Read and check everything before writing anything, so a bad input leaves no output file.
+    inputs = [args.lossy, args.trace] + ([args.clean] if args.clean else [])
+    check_outputs({"-o": args.output}, inputs=inputs, audio=["-o"])
     lost = read_trace(args.trace)
     lossy = load_audio(args.lossy)
     lost = check_trace_length(lost, lossy.size)
@@ -135,8 +146,6 @@ def run_eval_plc(args: argparse.Namespace) -> int:
 
     files = _collect(args.inputs)
     if args.max_files is not None:
-        if args.max_files < 1:
-            raise ValueError(f"--max-files must be at least 1, got {args.max_files}")
         files = files[: args.max_files]
     run_plc_benchmark(
         files,

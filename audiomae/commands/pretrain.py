@@ -53,9 +53,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str,
 
 
 def main(cfg: dict[str, Any], resume: bool = False):
+    from audiomae.audio import check_outputs
     from audiomae.train.pretrain import PretrainSettings, run_pretraining
 
     settings = PretrainSettings.from_dict(cfg)
+    check_outputs({"out_dir": settings.out_dir}, directories=["out_dir"])  # before any data is read
     result = run_pretraining(settings, resume=resume)
     from audiomae.train import distributed as dist_utils
 

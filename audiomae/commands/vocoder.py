@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiomae.commands import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resynth", help="re-synthesise audio from its log-mel (vocoder round trip)")
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--vocoder", choices=("neural", "griffinlim"), default="neural", help="renderer (default: neural)"
     )
     p.add_argument("--checkpoint", help="vocoder checkpoint directory (default: the bundled weights)")
-    p.add_argument("--iters", type=int, default=64, help="Griffin-Lim iterations (default: 64)")
+    p.add_argument("--iters", type=positive_int, default=64, help="Griffin-Lim iterations (default: 64)")
     p.set_defaults(func=run)
 
 
@@ -21,10 +23,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from audiomae.audio import load_audio, save_audio
+    from audiomae.audio import check_outputs, load_audio, save_audio
     from audiomae.features import LogMel
     from audiomae.vocoder import GriffinLim, Vocoder, load_default_vocoder
 
+    check_outputs({"-o": args.output}, inputs=[args.input], audio=["-o"])
     if args.vocoder == "griffinlim":
         if args.checkpoint:
             raise ValueError("--checkpoint applies to the neural vocoder only")

@@ -2,7 +2,8 @@
 
 Each wrapper takes mono float arrays ``(S,)``, imports its library lazily, and turns the
 library's "cannot score this" cases (silent reference, too short) into ``nan`` with a
-warning, so one bad clip does not stop a benchmark.
+RuntimeWarning that says which metric is not defined and why, so one bad clip does not stop a
+benchmark (which reports the reasons per file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ import numpy as np
 from audiomae.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE, SAMPLES_PER_PACKET, WIN_LENGTH, resample
 
 _SILENCE = 1e-6  # peak amplitude below which a reference counts as silent
+# Shortest clips each metric is defined for: PESQ needs a quarter of a second; STOI 30 frames of
+# 256 samples at 10 kHz, half overlapping (29 * 128 + 256 samples); PLCMOS's network 0.1 s.
+MIN_SECONDS = {"PESQ": 0.25, "STOI": (29 * 128 + 256) / 10_000, "PLCMOS": 0.1}
+
+
+def _too_short(n_samples: int, sr: int, metric: str) -> bool:
+    need = MIN_SECONDS[metric]
+    if n_samples < need * sr:
+        warnings.warn(
+            f"{metric}: not defined for a {n_samples / sr:.3f} s clip (it needs at least {need:.3f} s); "
+            "returning nan",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
 
 
 def _pair(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +65,8 @@ def _import(module: str, package: str):
 def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Wide-band PESQ (ITU-T P.862.2, MOS-LQO 1.04-4.64). Signals at another rate are resampled to 16 kHz."""
     ref, deg = _pair(ref, deg)
+    if _too_short(ref.size, sr, "PESQ"):
+        return float("nan")
     if sr != 16000:
         ref, deg = resample(ref, sr, 16000), resample(deg, sr, 16000)
     if _silent(ref, "PESQ"):
@@ -63,10 +82,24 @@ def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int = SAMPLE_RATE) -> float:
 def stoi(ref: np.ndarray, deg: np.ndarray, sr: int = SAMPLE_RATE, extended: bool = False) -> float:
     """Short-time objective intelligibility (0-1); ``extended=True`` gives ESTOI."""
     ref, deg = _pair(ref, deg)
-    if _silent(ref, "STOI"):
+    if _too_short(ref.size, sr, "STOI") or _silent(ref, "STOI"):
         return float("nan")
     pystoi = _import("pystoi", "pystoi")
-    return float(pystoi.stoi(ref, deg, sr, extended=extended))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(pystoi.stoi(ref, deg, sr, extended=extended))
+    for w in caught:
+        if "Not enough STFT frames" in str(w.message):
+            # pystoi returns 1e-5 here, which reads as "unintelligible": it is undefined.
+            warnings.warn(
+                f"STOI: not defined for this clip: fewer than 30 frames ({MIN_SECONDS['STOI']:.3f} s) are "
+                "left once STOI drops the frames 40 dB below the loudest; returning nan",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return float("nan")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value
 
 
 def plcmos(deg: np.ndarray, sr: int = SAMPLE_RATE, seed: int = 0) -> float:
@@ -80,6 +113,8 @@ def plcmos(deg: np.ndarray, sr: int = SAMPLE_RATE, seed: int = 0) -> float:
     deg = np.asarray(deg, dtype=np.float64)
     if deg.ndim != 1 or deg.size == 0 or not np.isfinite(deg).all():
         raise ValueError(f"PLCMOS: expected a finite mono signal (samples,), got shape {deg.shape}")
+    if _too_short(deg.size, sr, "PLCMOS"):
+        return float("nan")
     if sr != 16000:
         deg = resample(deg, sr, 16000)
     module = _import("speechmos.plcmos", "speechmos and onnxruntime")

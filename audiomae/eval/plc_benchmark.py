@@ -6,19 +6,22 @@ import csv
 import io
 import math
 import os
+import sys
 import time
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, atomic_write, load_audio
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, check_outputs, load_audio, write_all
 from audiomae.eval.metrics import lsd_lost, pesq_wb, plcmos, stoi
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets
 
 METRICS = ("pesq", "stoi", "plcmos", "lsd_lost")
-COLUMNS = ("file", "condition", "method", "seconds", "loss_rate", *METRICS, "ms_per_packet")
+COLUMNS = ("file", "condition", "method", "seconds", "loss_rate", *METRICS, "ms_per_packet", "notes")
+RESULT_FILES = ("results.csv", "results.md", "results.png")
 
 
 def trace_seed(file: str | os.PathLike, condition: str, seed: int = 0) -> int:
@@ -63,7 +66,9 @@ def run_plc_benchmark(
         workers: processes to spread (file, condition) jobs over (results are identical).
 
     Returns one dict per (file, condition, method) with the keys in ``COLUMNS``; metrics are
-    float (nan where a metric cannot score a clip). Opus methods are given the clean file as
+    float (nan where a metric is not defined for a clip, with the reason in ``notes`` and printed
+    once per file on stderr). The output folder is checked before any work starts and the three
+    files are written together at the end. Opus methods are given the clean file as
     the sender's signal, so their ``ms_per_packet`` (wall time of ``conceal`` per packet)
     includes the simulated sender's encoding.
     """
@@ -77,6 +82,12 @@ def run_plc_benchmark(
     _check_methods(methods)
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    out_dir = Path(out_dir)
+    check_outputs(
+        {"--out": out_dir, **{name: out_dir / name for name in RESULT_FILES}},
+        inputs=list(files),
+        directories=["--out"],
+    )
 
     from tqdm.auto import tqdm
 
@@ -85,7 +96,7 @@ def run_plc_benchmark(
     bar = tqdm(total=len(jobs), desc="plc benchmark", unit="trace", disable=not progress)
     if workers <= 1:
         for job in jobs:
-            rows.extend(_run_job(job))
+            rows.extend(_report(_run_job(job)))
             bar.update()
     else:
         import concurrent.futures as cf
@@ -96,11 +107,39 @@ def run_plc_benchmark(
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
             for result in pool.map(_run_job, jobs):
-                rows.extend(result)
+                rows.extend(_report(result))
                 bar.update()
     bar.close()
     write_results(rows, out_dir, methods=methods, conditions=conditions)
     return rows
+
+
+_reported: set[str] = set()
+
+
+def _report(rows: list[dict]) -> list[dict]:
+    """Print each file's undefined-metric notes once (they repeat for every method)."""
+    for row in rows:
+        for note in filter(None, row["notes"].split("; ")):
+            line = f"{row['file']}: {note}"
+            if line not in _reported:
+                _reported.add(line)
+                print(line, file=sys.stderr)
+    return rows
+
+
+def _score(fn, *args) -> tuple[float, list[str]]:
+    """``fn(*args)`` and the reasons it gave for a nan (its RuntimeWarnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn(*args)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning):
+            notes.append(str(w.message).removesuffix("; returning nan"))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, notes
 
 
 def _init_worker() -> None:
@@ -125,6 +164,16 @@ def _run_job(job: tuple) -> list[dict]:
         start = time.perf_counter()
         out = conceal(lossy, lost, method, clean=clean)
         elapsed = time.perf_counter() - start
+        notes: list[str] = []
+        scores = {}
+        for key, fn, args in (
+            ("pesq", pesq_wb, (clean, out)),
+            ("stoi", stoi, (clean, out)),
+            ("plcmos", plcmos, (out,)),
+            ("lsd_lost", lsd_lost, (clean, out, lost)),
+        ):
+            scores[key], why = _score(fn, *args)
+            notes += why
         rows.append(
             {
                 "file": Path(file).name,
@@ -132,11 +181,9 @@ def _run_job(job: tuple) -> list[dict]:
                 "method": method,
                 "seconds": clean.size / SAMPLE_RATE,
                 "loss_rate": loss_rate(lost),
-                "pesq": pesq_wb(clean, out),
-                "stoi": stoi(clean, out),
-                "plcmos": plcmos(out),
-                "lsd_lost": lsd_lost(clean, out, lost),
+                **scores,
                 "ms_per_packet": 1000.0 * elapsed / n,
+                "notes": "; ".join(notes),
             }
         )
     return rows
@@ -225,10 +272,11 @@ def _markdown(table: dict, methods: Sequence[str], conditions: Sequence[str], ro
     for condition in conditions:
         for method in methods:
             m = table[condition, method]
-            lsd = "-" if np.isnan(m["lsd_lost"]) else f"{m['lsd_lost']:.2f}"  # nothing lost
+            # "-": not defined (nothing lost, or clips too short for the metric: results.csv notes)
+            cell = {k: "-" if np.isnan(m[k]) else f"{m[k]:.{2 if k == 'lsd_lost' else 3}f}" for k in METRICS}
             lines.append(
-                f"| {condition} | {method} | {m['n']} | {100 * m['loss_rate']:.1f} | {m['pesq']:.3f} | "
-                f"{m['stoi']:.3f} | {m['plcmos']:.3f} | {lsd} | {m['ms_per_packet']:.3f} |"
+                f"| {condition} | {method} | {m['n']} | {100 * m['loss_rate']:.1f} | {cell['pesq']} | "
+                f"{cell['stoi']} | {cell['plcmos']} | {cell['lsd_lost']} | {m['ms_per_packet']:.3f} |"
             )
     lines += _paired_markdown(rows, methods, conditions)
     return "\n".join(lines) + "\n"
@@ -269,8 +317,12 @@ def write_results(
         writer.writerow(
             {k: (f"{v:.6g}" if isinstance(v, float) and not math.isnan(v) else v) for k, v in row.items()}
         )
-    atomic_write(out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     table = summarise(rows, methods, conditions)
     text = _markdown(table, methods, conditions, rows)
-    atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out_dir / "results.png", lambda tmp: _plot(table, methods, conditions, tmp))
+    write_all(
+        [
+            (out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue())),
+            (out_dir / "results.md", lambda tmp: Path(tmp).write_text(text)),
+            (out_dir / "results.png", lambda tmp: _plot(table, methods, conditions, tmp)),
+        ]
+    )

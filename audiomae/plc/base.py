@@ -9,18 +9,24 @@ packet ``t`` arrives, so it can interpolate across a gap from the k packets afte
 
 The base class owns everything that is the same for every method: packet validation,
 the delay line, clipping and the NaN guard. A subclass implements only ``_conceal``.
+
+A push that raises (a bad packet, or a concealment that fails) leaves the stream exactly as it
+was before the call: the packet is not in the delay line and the method's state is rolled back
+(:meth:`StreamingConcealer._snapshot`), so the caller can carry on with the next packet.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+import numbers
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, validate_waveform
 
 
 class StreamingConcealer(abc.ABC):
@@ -47,27 +53,46 @@ class StreamingConcealer(abc.ABC):
         """Take packet ``t`` (``(SAMPLES_PER_PACKET,)`` float, or None if lost).
 
         Returns ``(SAMPLES_PER_PACKET,)`` float32 in [-1, 1]: output packet ``t - lookahead``
-        (zeros while the delay line fills).
+        (zeros while the delay line fills). Samples outside [-1, 1] are clipped to it; NaN or
+        inf raise ValueError naming the packet, and leave the stream as it was.
         """
-        self._window.append(self.check_packet(packet, self._n_pushed))
-        self._n_pushed += 1
-        if len(self._window) <= self.lookahead:
+        checked = self.check_packet(packet, self._n_pushed)
+        if len(self._window) < self.lookahead:
+            self._window.append(checked)
+            self._n_pushed += 1
             return np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
-        return self._emit(list(self._window))
+        saved = self._snapshot()
+        self._window.append(checked)
+        try:
+            out = self._emit(list(self._window))
+        except BaseException:
+            self._window.pop()
+            self._restore(saved)
+            raise
+        self._n_pushed += 1
+        return out
 
     def flush(self) -> np.ndarray:
         """End the stream: return the ``lookahead * SAMPLES_PER_PACKET`` samples still delayed.
 
         Packets after the end of the stream look lost to the concealer (a receiver cannot
-        tell a hang-up from a loss). The concealer is reset afterwards, ready for a new stream.
+        tell a hang-up from a loss). The concealer is reset afterwards, ready for a new stream;
+        if a concealment raises, the stream is left as it was before the call.
         """
+        window, counts, saved = list(self._window), (self._n_pushed, self._n_emitted), self._snapshot()
         out = []
-        for _ in range(self.lookahead):
-            self._window.append(_END)
-            if len(self._window) <= self.lookahead:
-                out.append(np.zeros(SAMPLES_PER_PACKET, dtype=np.float32))
-            else:
-                out.append(self._emit([None if p is _END else p for p in self._window]))
+        try:
+            for _ in range(self.lookahead):
+                self._window.append(_END)
+                if len(self._window) <= self.lookahead:
+                    out.append(np.zeros(SAMPLES_PER_PACKET, dtype=np.float32))
+                else:
+                    out.append(self._emit([None if p is _END else p for p in self._window]))
+        except BaseException:
+            self._window = deque(window)
+            self._n_pushed, self._n_emitted = counts
+            self._restore(saved)
+            raise
         self.reset()
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
@@ -98,9 +123,11 @@ class StreamingConcealer(abc.ABC):
 
     @staticmethod
     def check_packet(packet: np.ndarray | None, index: int | None = None) -> np.ndarray | None:
-        """Validate one packet; return it as a float32 copy (None passes through).
+        """Validate one packet; return it as a float32 copy in [-1, 1] (None passes through).
 
-        Raises ValueError naming the packet index and the problem.
+        Raises ValueError naming the packet index and the problem. Finite samples beyond
+        full scale are clipped (as :func:`~audiomae.audio.validate_waveform` does), before the
+        cast to float32, so what the concealer computes with is always finite.
         """
         if packet is None:
             return None
@@ -120,24 +147,66 @@ class StreamingConcealer(abc.ABC):
                 f"{where}: expected {SAMPLES_PER_PACKET} samples "
                 f"({SAMPLES_PER_PACKET * 1000 // SAMPLE_RATE} ms at {SAMPLE_RATE} Hz), got {arr.size}"
             )
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{where}: contains NaN or inf samples")
-        return arr.astype(np.float32, copy=True)
+        return validate_waveform(arr, where)
+
+    # A failed push rolls the method's state back to this snapshot. The default covers the
+    # state these concealers keep: attributes rebound per packet (restored by reference),
+    # private containers and arrays changed in place (copied), random generators (their
+    # state) and concealers nested in this one. A method holding other in-place state (a C
+    # library's decoder) extends both methods.
+    def _snapshot(self) -> dict[str, Any]:
+        saved: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if key == "_window":
+                continue
+            if isinstance(value, StreamingConcealer):
+                saved[key] = _InPlace(value, (value._snapshot(), value._window.copy()))
+            elif isinstance(value, np.random.Generator):
+                saved[key] = _InPlace(value, value.bit_generator.state)
+            elif key.startswith("_") and isinstance(value, (list, dict, set, np.ndarray)):
+                saved[key] = value.copy()
+            else:
+                saved[key] = value
+        return saved
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        for key in [k for k in vars(self) if k != "_window" and k not in saved]:
+            delattr(self, key)  # created by the failed call
+        for key, value in saved.items():
+            if isinstance(value, _InPlace):
+                obj = value.obj
+                if isinstance(obj, StreamingConcealer):
+                    obj._restore(value.state[0])
+                    obj._window = value.state[1]
+                else:
+                    obj.bit_generator.state = value.state
+                value = obj
+            setattr(self, key, value)
 
     def _emit(self, window: list[np.ndarray | None]) -> np.ndarray:
         out = np.asarray(self._conceal(window), dtype=np.float32)
-        self._window.popleft()
-        self._n_emitted += 1
         if out.shape != (SAMPLES_PER_PACKET,):
             raise RuntimeError(
                 f"{type(self).__name__}._conceal returned shape {out.shape}, expected ({SAMPLES_PER_PACKET},)"
             )
+        self._window.popleft()
+        self._n_emitted += 1
         # A model that diverges must not put NaN or full-scale garbage on the line.
         out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0)
         return np.clip(out, -1.0, 1.0)
 
 
 _END = object()  # marks packets after the end of the stream inside flush()
+
+
+class _InPlace:
+    """A snapshot entry for an object that is restored in place (a nested concealer, a random
+    generator): the object itself and its saved state."""
+
+    __slots__ = ("obj", "state")
+
+    def __init__(self, obj: Any, state: Any) -> None:
+        self.obj, self.state = obj, state
 
 
 # -- registry -----------------------------------------------------------------------------
@@ -147,6 +216,17 @@ _REGISTRY: dict[str, Callable[..., StreamingConcealer]] = {}
 
 class UnsupportedOptionError(ValueError):
     """``make_concealer`` was given an option the method's factory does not take."""
+
+
+def check_lookahead(value: Any) -> int:
+    """``value`` as packets of lookahead: a whole number >= 0 (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"lookahead must be a whole number of packets >= 0, got {value!r} ({type(value).__name__})"
+        )
+    if value < 0:
+        raise ValueError(f"lookahead must be >= 0 packets, got {value}")
+    return int(value)
 
 
 def register_concealer(name: str, factory: Callable[..., StreamingConcealer]) -> None:
@@ -194,10 +274,14 @@ def make_concealer(name: str, **kwargs) -> StreamingConcealer:
         raise ValueError(
             f"unknown concealment method {name!r}; available: {', '.join(available_methods())}{hint}"
         )
+    if kwargs.get("lookahead") is not None:
+        check_lookahead(kwargs["lookahead"])
     try:
         return _REGISTRY[name](**kwargs)
     except TypeError as exc:
-        # Usually an option the method does not have (e.g. lookahead for a causal one).
+        if "keyword argument" not in str(exc):
+            raise ValueError(f"method {name!r}: bad option value ({exc})") from exc
+        # An option the method does not have (e.g. lookahead for a causal one).
         raise UnsupportedOptionError(
             f"method {name!r} does not accept options {sorted(kwargs)}: {exc}"
         ) from exc

@@ -291,6 +291,12 @@ class OpusConcealer(StreamingConcealer):
             return np.frombuffer(pcm, dtype=np.float32)
         return self.decode(t, window[0] is not None)
 
+    def _snapshot(self) -> dict:
+        # The libopus decoder changes in place: a failed push goes back to a copy of it.
+        saved = super()._snapshot()
+        saved["decoder"] = self.clone_decoder()
+        return saved
+
     def clone_decoder(self):
         """An independent copy of the decoder in its current state (a libopus decoder state is one
         block of memory without pointers, so a byte copy is a full copy)."""

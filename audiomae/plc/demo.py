@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, atomic_write, load_audio, save_audio
-from audiomae.loss_models import apply_loss, draw_loss, loss_rate, n_packets, write_trace
+from audiomae.audio import (
+    SAMPLE_RATE,
+    SAMPLES_PER_PACKET,
+    atomic_write,
+    audio_writer,
+    check_outputs,
+    load_audio,
+    write_all,
+)
+from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets, trace_text
 
 DEFAULT_METHODS = (
     "zero",
@@ -27,6 +35,9 @@ DEFAULT_METHODS = (
     "opus+mae",
     "opus+mae-la1",
 )
+
+
+MIN_CLIP_SECONDS = 0.5  # shorter clips leave the metrics nothing to score and the plot nothing to show
 
 
 def demo_clip_path() -> Path:
@@ -43,9 +54,15 @@ class DemoResult:
 
 
 def available(methods: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, str]]:
-    """Split ``methods`` into those that can run here and those that cannot (with the reason)."""
-    from audiomae.plc import make_concealer
+    """Split ``methods`` into those that can run here and those that cannot (with the reason,
+    e.g. an optional dependency that is not installed). A name that is no method at all raises
+    ValueError."""
+    from audiomae.plc import available_methods, make_concealer
 
+    known = available_methods()
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"unknown method {m!r}; available: {', '.join(known)}")
     ok, skipped = [], {}
     for m in methods:
         try:
@@ -65,27 +82,43 @@ def run_demo(
     metrics: bool = True,
     progress: bool = True,
 ) -> DemoResult:
-    """Conceal one clip under one loss condition with every method; write wavs, a PNG and a table."""
+    """Conceal one clip under one loss condition with every method; write wavs, a PNG and a table.
+
+    Everything is checked before the work starts (condition, methods, clip, output folder) and
+    the files are written together at the end, all or none."""
     from tqdm.auto import tqdm
 
     from audiomae.plc import conceal
 
     out_dir = Path(out_dir)
-    clean = load_audio(clip or demo_clip_path())
-    lost = draw_loss(condition, n_packets(clean.size), seed)
-    lossy = apply_loss(clean, lost)
+    spec = as_loss_spec(condition)
+    if not methods:
+        raise ValueError("no methods to run")
     runnable, skipped = available(list(methods))
+    if not runnable:
+        raise ValueError(
+            f"none of the methods can run here: {'; '.join(f'{m}: {w}' for m, w in skipped.items())}"
+        )
+    clip_path = Path(clip) if clip is not None else demo_clip_path()
+    names = ["clean.wav", "lossy.wav", "lossy.txt", *(f"{m}.wav" for m in runnable), "demo.png"]
+    targets = check_outputs(
+        {"--out": out_dir, **{name: out_dir / name for name in names}},
+        inputs=[clip_path],
+        directories=["--out"],
+    )
+    clean = load_audio(clip_path)
+    if clean.size < MIN_CLIP_SECONDS * SAMPLE_RATE:
+        raise ValueError(
+            f"{clip_path}: {clean.size / SAMPLE_RATE:.3f} s long; "
+            f"the demo needs at least {MIN_CLIP_SECONDS} s"
+        )
+    lost = draw_loss(spec, n_packets(clean.size), seed)
+    lossy = apply_loss(clean, lost)
     for m, why in skipped.items():
         print(f"skipping {m}: {why}")
     outputs: dict[str, np.ndarray] = {}
     for m in tqdm(runnable, desc="concealing", unit="method", disable=not progress):
         outputs[m] = conceal(lossy, lost, m, clean=clean)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_audio(out_dir / "clean.wav", clean)
-    save_audio(out_dir / "lossy.wav", lossy)
-    write_trace(out_dir / "lossy.txt", lost)
-    for m, y in outputs.items():
-        save_audio(out_dir / f"{m}.wav", y)
 
     rows: dict[str, dict[str, float]] = {}
     if metrics:
@@ -98,8 +131,16 @@ def run_demo(
                 "PLCMOS": plcmos(y),
                 "LSD lost (dB)": lsd_lost(clean, y, lost),
             }
-    plot_concealment(
-        clean, outputs, lost, out_dir / "demo.png", title=f"{condition}: {loss_rate(lost):.1%} lost"
+    trace = trace_text(lost)
+    title = f"{condition}: {loss_rate(lost):.1%} lost"
+    write_all(
+        [
+            (targets["clean.wav"], audio_writer(targets["clean.wav"], clean)),
+            (targets["lossy.wav"], audio_writer(targets["lossy.wav"], lossy)),
+            (targets["lossy.txt"], lambda tmp: Path(tmp).write_text(trace)),
+            *((targets[f"{m}.wav"], audio_writer(targets[f"{m}.wav"], y)) for m, y in outputs.items()),
+            (targets["demo.png"], lambda tmp: _save_plot(clean, outputs, lost, tmp, title)),
+        ]
     )
     return DemoResult(rows=rows, lost=lost, out_dir=out_dir)
 
@@ -122,6 +163,10 @@ def plot_concealment(
     title: str = "",
 ) -> None:
     """One row per signal: waveform (left) and log spectrogram (right), lost packets shaded."""
+    atomic_write(path, lambda tmp: _save_plot(clean, outputs, lost, tmp, title))
+
+
+def _save_plot(clean, outputs, lost, path, title: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,7 +194,7 @@ def plot_concealment(
         if row == 0 and title:
             ax_w.set_title(f"waveform ({title}; lost packets shaded)", fontsize=10)
             ax_s.set_title("spectrogram (lost packets start at the white lines)", fontsize=10)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    fig.savefig(path, format="png", dpi=90)
 
 
 def _lost_spans(lost: np.ndarray) -> list[tuple[float, float]]:
@@ -167,6 +212,7 @@ def _lost_spans(lost: np.ndarray) -> list[tuple[float, float]]:
 def _log_spec(y: np.ndarray) -> np.ndarray:
     from scipy.signal import stft
 
+    y = np.pad(y, (0, max(0, 512 - y.size)))  # at least one frame, however short the signal
     _, _, z = stft(y, fs=SAMPLE_RATE, nperseg=512, noverlap=352)
     return 20 * np.log10(np.abs(z) + 1e-5)
 

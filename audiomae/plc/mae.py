@@ -39,17 +39,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
-from audiomae.features import LogMel
-from audiomae.masking import packet_loss_mask
-from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.plc.base import StreamingConcealer, register_concealer
 
+if TYPE_CHECKING:  # torch is imported only where the torch backend runs
+    import torch
+
+    from audiomae.model import AudioMAE
+
 DEFAULT_PLC_MODEL = "plc_tiny_speech"
+# "torch": the model in torch (int8 by default); "onnx": its ONNX export on onnxruntime with a
+# numpy front end and renderer (audiomae.runtime: no torch needed).
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,10 @@ class MAEConcealer(StreamingConcealer):
     (default), an :class:`audiomae.vocoder.Vocoder` (wrapped in :class:`VocoderRenderer`), or
     any object with ``feature_cfg`` and ``render(mel, start, stop, audio, known)``.
     ``lookahead``: packets of delay (0 = causal, extrapolates; k >= 1 interpolates across
-    gaps of up to the lookahead's reach).
+    gaps of up to the lookahead's reach). ``backend``: "torch" or "onnx" (see
+    :data:`BACKENDS`; default torch where it is installed): with "onnx", ``model`` is an
+    :class:`audiomae.runtime.OnnxPLCModel` (default the bundled model's export) and nothing
+    imports torch.
     """
 
     def __init__(
@@ -235,22 +243,20 @@ class MAEConcealer(StreamingConcealer):
         vocoder=None,
         lookahead: int = 0,
         config: ConcealerConfig | None = None,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         if lookahead < 0:
             raise ValueError(f"lookahead must be >= 0 packets, got {lookahead}")
         self.lookahead = int(lookahead)
         self.cfg = cfg = config or ConcealerConfig()
-        # Concealers only read the model, so those built by name share one loaded copy.
-        if model is None:
-            self.model = _cached_default_model("cpu", cfg.int8)
-        else:
-            self.model = int8_copy(model.eval()) if cfg.int8 else model.eval()
+        self.backend, self.model = _backend_model(model, backend, cfg.int8)
         if vocoder is None:
             # Measured on dev: phase-anchored Griffin-Lim (copy-synthesis PESQ-WB 3.16) beats the
             # CPU-trained neural vocoder (1.92), and shaping a pitch continuation with the MAE's
             # log-mel beats Griffin-Lim from the log-mel alone (PLCMOS 3.59 vs 3.52, 3 files).
-            vocoder = PitchGuidedRenderer(self.model.feature_cfg, n_iter=0)
+            renderer = PitchGuidedRenderer if self.backend == "torch" else _numpy_renderer()
+            vocoder = renderer(self.model.feature_cfg, n_iter=0)
         self.renderer = vocoder if hasattr(vocoder, "render") else VocoderRenderer(vocoder)
         mcfg, fcfg = self.model.cfg, self.model.feature_cfg
         if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
@@ -270,7 +276,13 @@ class MAEConcealer(StreamingConcealer):
                 f"lookahead {lookahead} leaves no history in a {cfg.context_packets}-packet window"
             )
         self._frames_per_packet = mcfg.patch_t
-        self.frontend = LogMel(fcfg, backend="torch")
+        self._residual = _is_residual(self.model)
+        if self.backend == "torch":
+            from audiomae.features import LogMel
+
+            self.frontend = LogMel(fcfg, backend="torch")
+        else:  # the exported model brings its numpy front end
+            self.frontend = self.model.frontend
         from audiomae.plc.baselines import G711Concealer
 
         self._find_pitch = G711Concealer().find_pitch
@@ -445,7 +457,6 @@ class MAEConcealer(StreamingConcealer):
         pos = (self._burst - 1 - self.cfg.full_level_packets) + np.arange(n) / SAMPLES_PER_PACKET
         return np.clip(1.0 - pos / self.cfg.fade_packets, 0.0, 1.0).astype(np.float32)
 
-    @torch.inference_mode()
     def _render(self, window: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray | None]:
         """Packet ``t`` plus the cross-fade tail, and the bridge laid over the gap (None if the
         gap's end is not in view or does not continue the played audio)."""
@@ -494,7 +505,7 @@ class MAEConcealer(StreamingConcealer):
             return guide[gap : gap + SAMPLES_PER_PACKET + cfg.fade].copy(), bridge
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         cols = (frames.start // fpp, -(-right // fpp))
-        if isinstance(self.model, ResidualPLCMAE):
+        if self._residual:
             wave = self._residual_input(wave, guide, gap, bridge is not None)
         mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
         known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
@@ -518,15 +529,23 @@ class MAEConcealer(StreamingConcealer):
 
     def predict_logmel(
         self, wave: np.ndarray, lost: np.ndarray, columns: tuple[int, int] | None = None
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | np.ndarray:
         """Log-mel ``(1, F, T)`` of a window with the lost columns filled in by the MAE (only
-        those in ``columns`` = (start, stop) when given)."""
+        those in ``columns`` = (start, stop) when given); a tensor with the torch backend, an
+        array with onnx."""
         lost = lost.copy()
         if lost.all():
             lost[0] = False  # nothing received in the window: let the MAE see (silent) history
-        spec = self._spectrogram(torch.from_numpy(wave))
-        mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
-        return self.model.norm.denormalize(self.model.reconstruct(spec, mask, columns))
+        if self.backend == "onnx":
+            return self.model.predict_logmel(wave, lost, columns)
+        import torch
+
+        from audiomae.masking import packet_loss_mask
+
+        with torch.inference_mode():
+            spec = self._spectrogram(torch.from_numpy(wave))
+            mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
+            return self.model.norm.denormalize(self.model.reconstruct(spec, mask, columns))
 
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
@@ -682,12 +701,16 @@ class GriffinLimRenderer:
         return self._griffin_lim(mel, start, stop, audio, known, magnitude)
 
     def _stft(self, audio: np.ndarray, frames: int) -> torch.Tensor:
+        import torch
+
         from audiomae.vocoder import _stft
 
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
         return _stft(x, self.feature_cfg, self._window)[..., :frames]
 
     def _griffin_lim(self, mel, start, stop, audio, known, magnitude, init_audio=None) -> np.ndarray:
+        import torch
+
         from audiomae.vocoder import griffin_lim
 
         cfg = self.feature_cfg
@@ -742,6 +765,8 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         keep_level: bool = False,
     ) -> None:
         super().__init__(features, n_iter=n_iter, momentum=momentum)
+        import torch
+
         from audiomae.features import mel_filterbank
 
         self._fb = mel_filterbank(self.feature_cfg)
@@ -788,6 +813,8 @@ def int8_copy(model: AudioMAE) -> AudioMAE:
     build cannot quantise."""
     import warnings
 
+    import torch
+
     try:
         from torch.ao.quantization import quantize_dynamic
 
@@ -805,6 +832,8 @@ def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE
     """The bundled PLC-fine-tuned Audio-MAE (package data, no download)."""
     from importlib.resources import files
 
+    from audiomae.model import AudioMAE
+
     path = files("audiomae") / "assets" / DEFAULT_PLC_MODEL
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -812,6 +841,56 @@ def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE
             "(train one with recipes/finetune_plc.py)"
         )
     return AudioMAE.from_pretrained(str(path), map_location=map_location)
+
+
+def default_backend() -> str:
+    """The default backend: "torch" where torch is installed, else "onnx" (an install without
+    the train extra)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, or a broken install
+        found = False
+    return "torch" if found else "onnx"
+
+
+def _backend_model(model, backend: str | None, int8: bool):
+    """(backend, model) for a concealer: the bundled model in ``backend`` (or the default
+    backend) when ``model`` is None; otherwise the backend that ``model`` runs in."""
+    from audiomae.runtime.model import OnnxPLCModel, load_default_onnx_model
+
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if model is None:
+        # Concealers only read the model, so those built by name share one loaded copy.
+        if (backend or default_backend()) == "onnx":
+            return "onnx", load_default_onnx_model()
+        return "torch", _cached_default_model("cpu", int8)
+    if isinstance(model, OnnxPLCModel):
+        if backend == "torch":
+            raise ValueError("an ONNX model runs with backend='onnx'")
+        return "onnx", model
+    if backend == "onnx":
+        raise ValueError(
+            "backend='onnx' takes an exported model: audiomae.runtime.OnnxPLCModel(DIR) from "
+            "audiomae export CHECKPOINT -o DIR"
+        )
+    return "torch", int8_copy(model.eval()) if int8 else model.eval()
+
+
+def _is_residual(model) -> bool:
+    if hasattr(model, "residual"):  # an OnnxPLCModel says so itself
+        return bool(model.residual)
+    from audiomae.model import ResidualPLCMAE
+
+    return isinstance(model, ResidualPLCMAE)
+
+
+def _numpy_renderer():
+    from audiomae.runtime.render import PitchGuidedRenderer as NumpyPitchGuidedRenderer
+
+    return NumpyPitchGuidedRenderer
 
 
 def _factory(default_lookahead: int):

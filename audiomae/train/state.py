@@ -11,7 +11,9 @@ Layout under ``<out_dir>/checkpoints``::
 these are the run's own files, and ``weights_only`` still refuses anything that could run
 code. A checkpoint directory is assembled under a temporary name, every file fsynced, then
 renamed into place, and ``latest.json`` only points at complete directories, so a SIGKILL at
-any moment leaves the previous checkpoint usable.
+any moment leaves the previous checkpoint usable. The next run cleans what such a kill leaves
+(temporary directories and files, a ``best/`` renamed aside), and a checkpoint whose files do
+not load (a corrupt ``state.pt``) is named on stderr and passed over for the one before it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,11 @@ def _write_dir_atomically(final: Path, tensors: dict[str, torch.Tensor], state: 
     _fsync_dir(final.parent)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class CheckpointManager:
     """Saves and finds training states in ``<out_dir>/checkpoints`` (call on rank 0 only)."""
 
@@ -136,35 +144,84 @@ class CheckpointManager:
         steps = sorted(self.root.glob("step_*"))
         for old in steps[: max(0, len(steps) - self.keep_last)]:
             shutil.rmtree(old, ignore_errors=True)
-        for tmp in self.root.glob(".tmp-*"):
-            # Leftovers of a killed save by an earlier process.
-            if not tmp.name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(tmp, ignore_errors=True)
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> None:
+        """Remove what a killed save by an earlier process left behind: ``.tmp-*`` directories,
+        temporary ``latest.json`` files, and ``.old-*`` copies; an ``.old-NAME-*`` whose ``NAME``
+        is missing (the kill came between the two renames that replace ``best/``) is the last
+        complete copy and is renamed back instead."""
+        if not self.root.is_dir():
+            return
+        mine = f"-{os.getpid()}"
+        for entry in sorted(self.root.iterdir()):
+            name = entry.name
+            try:
+                if name.startswith(".old-") and not name.endswith(mine):
+                    target = self.root / name[len(".old-") :].rsplit("-", 1)[0]
+                    if not target.exists():
+                        os.replace(entry, target)
+                    else:
+                        shutil.rmtree(entry, ignore_errors=True)
+                elif name.startswith(".tmp-") and not name.endswith(mine):
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif name.startswith(f".{LATEST}."):
+                    entry.unlink()
+            except OSError:  # another process (a DDP rank) got there first
+                pass
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint directory, or None when there is none."""
+        """The newest checkpoint directory whose files load, or None when there is none.
+
+        A newer checkpoint that does not load (say a corrupt ``state.pt``) is named on stderr
+        and passed over for the one before it; when none loads, ValueError names the newest."""
+        self.clean_leftovers()
+        candidates = [
+            p
+            for p in sorted(self.root.glob("step_*"), reverse=True)
+            if (p / STATE).exists() or (p / WEIGHTS).exists()
+        ]
         pointer = self.root / LATEST
         if pointer.exists():
             try:
-                path = self.root / json.loads(pointer.read_text())["dir"]
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ValueError(f"{pointer}: corrupt checkpoint pointer ({exc})") from exc
-            if (path / WEIGHTS).exists() and (path / STATE).exists():
-                return path
-        complete = [
-            p for p in sorted(self.root.glob("step_*")) if (p / STATE).exists() and (p / WEIGHTS).exists()
-        ]
-        return complete[-1] if complete else None
+                named = self.root / json.loads(pointer.read_text())["dir"]
+                if named in candidates:  # the pointer's choice first, as it is the newest save
+                    candidates.remove(named)
+                    candidates.insert(0, named)
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, OSError) as exc:
+                print(
+                    f"{pointer}: corrupt checkpoint pointer ({exc}); looking for checkpoints", file=sys.stderr
+                )
+        first_error = None
+        for path in candidates:
+            try:
+                self.load(path)
+            except (ValueError, FileNotFoundError) as exc:
+                first_error = first_error or exc
+                print(f"{exc}; trying an earlier checkpoint", file=sys.stderr)
+                continue
+            return path
+        if first_error is not None:
+            raise ValueError(f"no training checkpoint in {self.root} loads (newest: {first_error})")
+        return None
 
     @staticmethod
     def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
-        """(tensors, state) of one checkpoint directory."""
+        """(tensors, state) of one checkpoint directory; ValueError naming the file that does not load."""
         from safetensors.torch import load_file
 
         path = Path(path)
         for name in (WEIGHTS, STATE):
-            if not (path / name).exists():
+            if not (path / name).is_file():
                 raise FileNotFoundError(f"{path}: incomplete training checkpoint (missing {name})")
-        tensors = load_file(str(path / WEIGHTS), device=str(map_location))
-        state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+        try:
+            tensors = load_file(str(path / WEIGHTS), device=str(map_location))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise ValueError(f"{path / WEIGHTS}: corrupt weights ({_first_line(exc)})") from exc
+        try:
+            state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+        except Exception as exc:  # pickle, zip and torch errors alike mean a damaged file
+            raise ValueError(f"{path / STATE}: corrupt training state ({_first_line(exc)})") from exc
+        if not isinstance(state, dict) or not {"step", "optimizer", "data"} <= set(state):
+            raise ValueError(f"{path / STATE}: not a training state (no step, optimizer and data)")
         return tensors, state

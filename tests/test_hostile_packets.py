@@ -1,0 +1,166 @@
+"""Hostile packets: nothing a caller pushes jams the stream.
+
+Every concealer validates a packet once (``StreamingConcealer.check_packet``), after which the
+samples it computes with are finite float32 in [-1, 1]; a push that raises leaves the stream as
+it was, so the caller can go on with the next packet.
+"""
+
+import numpy as np
+import pytest
+
+from audiomae.audio import SAMPLES_PER_PACKET as P
+from audiomae.plc import make_concealer
+from audiomae.plc.base import StreamingConcealer
+
+# A causal and a lookahead variant of each family of concealer state (none, G.711 buffers, the
+# MAE concealer's ring buffers and renderer).
+METHODS = [("zero", None), ("g711", None), ("lpc", 0), ("lpc", 1), ("mae", 0), ("mae", 1)]
+
+
+def _make(method, lookahead):
+    return make_concealer(method) if lookahead is None else make_concealer(method, lookahead=lookahead)
+
+
+def _stream(n=14, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n * P) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    lost = np.zeros(n, bool)
+    lost[[i for i in (4, 5, 9) if i < n]] = True  # a burst and a single loss, so the MAE path runs
+    return [None if lost[i] else x[i * P : (i + 1) * P] for i in range(n)]
+
+
+def _run(c, packets):
+    return np.concatenate([c.push(p) for p in packets] + [c.flush()])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full(P, 1e300, np.float64),  # finite, but inf once cast to float32
+        np.full(P, 1e30, np.float32),  # finite float32 whose square overflows the log-mel
+        np.full(P, -3.0, np.float32),
+        np.where(np.arange(P) % 2, 1e20, -1e20).astype(np.float64),
+    ],
+    ids=["f64-1e300", "f32-1e30", "minus3", "alternating-1e20"],
+)
+@pytest.mark.parametrize("method,lookahead", METHODS)
+def test_out_of_range_packets_are_clipped_and_the_stream_goes_on(method, lookahead, bad):
+    c = _make(method, lookahead)
+    packets = _stream()
+    packets[3] = bad
+    out = _run(c, packets)
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    assert out.size == (len(packets) + c.lookahead) * P
+
+
+def test_a_clipped_packet_is_the_same_as_full_scale():
+    a, b = _stream(), _stream()
+    a[3], b[3] = np.full(P, 1e300), np.ones(P, np.float32)
+    assert np.array_equal(_run(make_concealer("lpc"), a), _run(make_concealer("lpc"), b))
+
+
+@pytest.mark.parametrize("method,lookahead", METHODS)
+def test_a_rejected_packet_leaves_the_stream_as_it_was(method, lookahead):
+    packets = _stream()
+    ref = _run(_make(method, lookahead), packets)
+    c = _make(method, lookahead)
+    out = []
+    for i, p in enumerate(packets):
+        if i == 6:
+            with pytest.raises(ValueError, match="packet 6: contains NaN or inf"):
+                c.push(np.full(P, np.nan, np.float32))
+        out.append(c.push(p))
+    out.append(c.flush())
+    assert np.array_equal(np.concatenate(out), ref)
+
+
+@pytest.mark.parametrize("fail_at", [2, 4, 5])  # received, first lost, second lost (MAE pass)
+@pytest.mark.parametrize("method,lookahead", METHODS)
+def test_a_concealment_that_raises_leaves_the_stream_as_it_was(method, lookahead, fail_at):
+    # The failing call first runs the real concealment, so the method's state has moved on
+    # when it raises: the push must roll it back, delay line included.
+    packets = _stream()
+    ref = _run(_make(method, lookahead), packets)
+    c = _make(method, lookahead)
+    real = c._conceal
+    calls = {"n": 0}
+
+    def flaky(window):
+        result = real(window)
+        calls["n"] += 1
+        if calls["n"] == fail_at + 1 - (c.lookahead or 0):
+            raise RuntimeError("renderer failed")
+        return result
+
+    c._conceal = flaky
+    out = []
+    for p in packets:
+        try:
+            out.append(c.push(p))
+        except RuntimeError:
+            out.append(c.push(p))  # the same packet again, as a receiver would retry
+    out.append(c.flush())
+    assert calls["n"] > fail_at
+    assert np.array_equal(np.concatenate(out), ref)
+
+
+def test_a_failed_flush_leaves_the_stream_as_it_was():
+    packets = _stream(8)
+    ref = _run(make_concealer("lpc", lookahead=2), packets)
+    c = make_concealer("lpc", lookahead=2)
+    head = [c.push(p) for p in packets]
+    real, state = c._conceal, {"failed": False}
+
+    def once(window):
+        result = real(window)
+        if not state["failed"]:
+            state["failed"] = True
+            raise RuntimeError("boom")
+        return result
+
+    c._conceal = once
+    with pytest.raises(RuntimeError):
+        c.flush()
+    assert np.array_equal(np.concatenate(head + [c.flush()]), ref)
+
+
+class _Counter(StreamingConcealer):
+    def __init__(self):
+        super().__init__()
+        self._seen = []
+        self._rng = np.random.default_rng(0)
+
+    def _conceal(self, window):
+        self._seen.append(window[0] is None)
+        noise = self._rng.standard_normal(P).astype(np.float32) * 0.01
+        if len(self._seen) == 3 and not getattr(self, "_failed", False):
+            self._failed = True
+            self._extra = "created by the failed call"
+            raise RuntimeError("third call fails once")
+        return noise
+
+
+def test_rollback_covers_containers_generators_and_new_attributes():
+    c = _Counter()
+    c.push(None), c.push(None)
+    with pytest.raises(RuntimeError):
+        c.push(None)
+    assert c._seen == [True, True] and not hasattr(c, "_extra")
+    ref = _Counter()
+    ref._failed = True
+    expected = [ref.push(None) for _ in range(3)]
+    c._failed = True
+    assert np.array_equal(c.push(None), expected[2])
+
+
+@pytest.mark.parametrize("value", [1.5, "1", True, -1, None.__class__])
+def test_lookahead_must_be_a_whole_number_of_packets(value):
+    with pytest.raises(ValueError, match="lookahead must be"):
+        make_concealer("mae", lookahead=value)
+    with pytest.raises(ValueError, match="lookahead must be"):
+        make_concealer("lpc", lookahead=value)
+
+
+def test_numpy_integer_lookahead_is_accepted():
+    assert make_concealer("lpc", lookahead=np.int64(1)).lookahead == 1
