@@ -43,19 +43,23 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
 def validate_waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:
-    """Return ``audio`` as float32 after checking dtype and finiteness; raise ValueError."""
+    """Return ``audio`` as float32 in [-1, 1] after checking dtype and finiteness; raise ValueError.
+
+    Integers are scaled to [-1, 1]. Finite float samples beyond full scale are clipped to it,
+    in their own precision, so the float32 result is always finite (a float64 1e300 becomes
+    1.0, not inf) and what the library computes with is what was checked.
+    """
     audio = np.asarray(audio)
     if audio.dtype.kind not in "fiu":
         raise ValueError(f"{name}: unsupported sample dtype {audio.dtype}")
-    if audio.dtype.kind in "iu":
-        info = np.iinfo(audio.dtype)
-        audio = audio.astype(np.float32) / float(max(abs(info.min), info.max))
-    audio = audio.astype(np.float32, copy=False)
     if audio.size == 0:
         raise ValueError(f"{name}: empty audio (0 samples)")
+    if audio.dtype.kind in "iu":
+        info = np.iinfo(audio.dtype)
+        return (audio.astype(np.float32) / float(max(abs(info.min), info.max))).astype(np.float32, copy=False)
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"{name}: contains NaN or inf samples")
-    return audio
+    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -119,37 +123,143 @@ def audio_duration(path: str | os.PathLike) -> float:
     return info.frames / info.samplerate
 
 
-def atomic_write(path: str | os.PathLike, write_fn, suffix: str | None = None) -> Path:
-    """Call ``write_fn(tmp_path)`` then rename into place, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-    os.close(fd)
+# Audio files the library writes (16-bit PCM): extension -> soundfile format.
+AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".aiff": "AIFF", ".aif": "AIFF"}
+
+
+def audio_output_format(path: str | os.PathLike) -> str:
+    """The soundfile format for writing ``path``, by extension; ValueError naming the file and the
+    extensions that work."""
+    ext = Path(path).suffix.lower()
+    if ext not in AUDIO_OUTPUT_FORMATS:
+        raise ValueError(
+            f"{path}: cannot write audio as {ext or 'a file without extension'}; "
+            f"use one of {', '.join(AUDIO_OUTPUT_FORMATS)}"
+        )
+    return AUDIO_OUTPUT_FORMATS[ext]
+
+
+def check_outputs(
+    outputs: dict[str, str | os.PathLike],
+    inputs: list[str | os.PathLike] | tuple = (),
+    audio: tuple[str, ...] | list[str] = (),
+    directories: tuple[str, ...] | list[str] = (),
+) -> dict[str, Path]:
+    """Check, before any work starts, that a command can write its outputs.
+
+    ``outputs`` maps a label (the option, e.g. ``"-o"``) to a path; labels in ``audio`` must have
+    an audio extension (:data:`AUDIO_OUTPUT_FORMATS`); labels in ``directories`` are folders the
+    command writes into. Each output must not be an input (the same file, also through
+    symbolic or hard links) nor another output, must not be an existing directory (a folder
+    output: an existing non-directory), must not lie under an existing file, and its folder (or
+    the nearest existing folder above it) must accept a new file. Raises ValueError naming the
+    option and the path; returns the labels' paths.
+    """
+    inputs = [Path(p) for p in inputs]
+    checked: dict[str, Path] = {}
+    for label, raw in outputs.items():
+        path = Path(raw)
+        where = f"{label} {path}"
+        if str(raw) == "":
+            raise ValueError(f"{label}: empty path")
+        for other in inputs:
+            if _same_file(path, other):
+                raise ValueError(
+                    f"{where}: is the input {other}; choose another output, inputs are never overwritten"
+                )
+        for other_label, other in checked.items():
+            if _same_file(path, other):
+                raise ValueError(f"{where}: is also {other_label}; give each output its own path")
+        is_dir = label in directories
+        if path.exists() or path.is_symlink():
+            if is_dir and not path.is_dir():
+                raise ValueError(f"{where}: exists and is not a directory")
+            if not is_dir and path.is_dir():
+                raise ValueError(f"{where}: is a directory; give a file name")
+        if label in audio:
+            audio_output_format(path)
+        folder = path if is_dir else path.parent
+        existing = folder
+        while not existing.exists():
+            if existing.is_symlink():
+                raise ValueError(f"{where}: {existing} is a broken link")
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{where}: {existing} is a file, not a directory")
+        _probe_writable(existing, where)
+        checked[label] = path
+    return checked
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        write_fn(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _probe_writable(folder: Path, where: str) -> None:
+    # Creating a file is the only test that sees read-only mounts, ACLs and quotas alike.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".audiomae-probe-")
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot write in {folder} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def write_all(writes: list[tuple]) -> list[Path]:
+    """Write several files all or none: each ``(path, write_fn)`` (or ``(path, write_fn, suffix)``:
+    the temporary file's extension, default the target's) calls ``write_fn(tmp_path)`` on a
+    temporary file beside ``path``; only when every one has succeeded are they renamed into
+    place. Any failure (Ctrl-C included) removes the temporary files and leaves every path as it
+    was, so readers never see a partial file or half of a command's outputs."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, write_fn, *suffix in writes:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ext = suffix[0] if suffix and suffix[0] else path.suffix
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=ext)
+            os.close(fd)
+            staged.append((tmp, path))
+            write_fn(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the results the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        for tmp, _ in staged:
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
-    return path
+    return [path for _, path in staged]
 
 
-def save_audio(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
-    """Write mono (or (S, C)) float audio as 16-bit PCM (wav/flac by extension), atomically."""
+def atomic_write(path: str | os.PathLike, write_fn, suffix: str | None = None) -> Path:
+    """Call ``write_fn(tmp_path)`` then rename into place, so readers never see a partial file."""
+    return write_all([(path, write_fn, suffix)])[0]
+
+
+def audio_writer(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE):
+    """Check ``audio`` for ``path`` now and return ``write_fn(tmp)`` writing it as 16-bit PCM
+    (for :func:`write_all`)."""
     import soundfile as sf
 
     audio = validate_waveform(np.asarray(audio), name=str(path))
     if audio.ndim > 2:
         raise ValueError(f"{path}: expected (samples,) or (samples, channels), got {audio.shape}")
-    audio = np.clip(audio, -1.0, 1.0)
-    fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
-    if fmt not in sf.available_formats():
-        raise ValueError(f"{path}: unsupported output format '{fmt}'")
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sr, subtype="PCM_16", format=fmt))
+    fmt = audio_output_format(path)
+    return lambda tmp: sf.write(tmp, audio, sr, subtype="PCM_16", format=fmt)
+
+
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
+    """Write mono (or (S, C)) float audio as 16-bit PCM (wav/flac/aiff by extension), atomically."""
+    return write_all([(path, audio_writer(path, audio, sr))])[0]

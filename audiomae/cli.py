@@ -23,10 +23,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (the option and the problem), not the
+    usage block; subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from audiomae import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="audiomae",
         description="Masked autoencoders for audio: packet-loss concealment and classification.",
     )
@@ -43,11 +51,30 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    return run_guarded(f"audiomae {args.command}", lambda: args.func(args))
+
+
+def run_guarded(name: str, fn) -> int:
+    """Run a command's ``fn() -> int``, turning its expected failures into one line on stderr:
+    bad input or options (ValueError, exit 2), files (OSError, exit 1), Ctrl-C (exit 130; outputs
+    are written atomically, so what earlier runs wrote is intact)."""
     try:
-        return int(args.func(args) or 0)
+        return int(fn() or 0)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as exc:
-        print(f"audiomae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{name}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

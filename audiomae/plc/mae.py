@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
-from audiomae.plc.base import StreamingConcealer, register_concealer
+from audiomae.plc.base import StreamingConcealer, check_lookahead, register_concealer
 
 if TYPE_CHECKING:  # torch is imported only where the torch backend runs
     import torch
@@ -246,9 +246,7 @@ class MAEConcealer(StreamingConcealer):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        if lookahead < 0:
-            raise ValueError(f"lookahead must be >= 0 packets, got {lookahead}")
-        self.lookahead = int(lookahead)
+        self.lookahead = check_lookahead(lookahead)
         self.cfg = cfg = config or ConcealerConfig()
         self.backend, self.model = _backend_model(model, backend, cfg.int8)
         if vocoder is None:
