@@ -54,6 +54,7 @@ from audiomae.plc.mae import (
 
 _TRUST = {"gain_groups": None, "max_gain_db": 24.0}
 _HOLD3 = {"mae_from_packet": 1, "full_level_packets": 3, "fade_packets": 3}
+_RES = {"mae_from_packet": 1, "full_level_packets": LPC_DEFAULTS["full_level_packets"]}
 # name: (lookahead, ConcealerConfig changes, PitchGuidedRenderer changes), relative to today's
 # defaults; a table in tune_concealer.md ran with the defaults of its day.
 VARIANTS: dict[str, tuple[int, dict, dict]] = {
@@ -178,6 +179,17 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-trust": (1, _HOLD3, _TRUST),
     # Trusting it from the second lost packet on (the first keeps the continuation).
     "la1-trust2": (1, {"full_level_packets": 3, "fade_packets": 3}, _TRUST),
+    # For a residual model (one that corrects the MAE-free concealer's continuation): the
+    # bursts as ``lpc`` holds them, the prediction used from the first lost packet with the
+    # shipped band-gain limits (``res``), one gain per band up to 24 dB (``res-trust``), or only
+    # from the second packet (``res2``).
+    "res": (0, _RES, {}),
+    "res-trust": (0, _RES, _TRUST),
+    "res2": (0, {**_RES, "mae_from_packet": 2}, {}),
+    "res2-trust": (0, {**_RES, "mae_from_packet": 2}, _TRUST),
+    "la1-res": (1, _RES, {}),
+    "la1-res-trust": (1, _RES, _TRUST),
+    "la1-res2-trust": (1, {**_RES, "mae_from_packet": 2}, _TRUST),
 }
 
 

@@ -88,6 +88,31 @@ def test_pool_holds_what_the_mae_free_concealer_plays(pools):
         load_pool(pools / "train", groups=["nope"])
 
 
+def test_burst_positions_and_their_weights():
+    from audiomae.train.plc_residual import burst_position, position_weight
+
+    lost = torch.tensor([[0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    pos = burst_position(lost)
+    assert pos.tolist() == [[0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8]]
+    w = position_weight(pos)
+    assert w[0, 0] == 0 and w[0, 1] == w[0, 6] == 1 and w[0, 7] < 1 and w[0, 11] < w[0, 7]
+
+
+def test_objective_counts_loud_bands_and_level():
+    model = ResidualPLCMAE.from_mae(_tiny())
+    task = ResidualPLCTask(model)
+    clean = torch.full((1, 80, 4), -12.0)
+    clean[:, 10:20] = 0.0  # a loud formant region
+    clean = model.norm.normalize(clean)
+    off_loud, off_quiet = clean.clone(), clean.clone()
+    off_loud[:, 10:20] += 0.5
+    off_quiet[:, 40:50] += 0.5
+    loud, mse_loud = task._frame_errors(off_loud, clean)
+    quiet, mse_quiet = task._frame_errors(off_quiet, clean)
+    torch.testing.assert_close(mse_loud, mse_quiet)  # plain MSE cannot tell them apart
+    assert (loud > 3 * quiet).all()
+
+
 def test_residual_training_step_has_gradients_and_validation_names_the_baseline(pools):
     model = ResidualPLCMAE.from_mae(_tiny())
     ds = PoolDataset(load_pool(pools / "train"))
@@ -96,7 +121,8 @@ def test_residual_training_step_has_gradients_and_validation_names_the_baseline(
     figures = task.validation_step(batch)
     # Zero correction: the model's error is the continuation's.
     assert figures["loss"] == pytest.approx(figures["continuation"])
-    assert figures["target_loss"] == pytest.approx(figures["target_continuation"])
+    assert figures["early"] == pytest.approx(figures["early_continuation"])
+    assert figures["mse"] == pytest.approx(figures["mse_continuation"])
     loss, _ = task.training_step(batch, 0)
     loss.backward()
     assert model.dec_pred.weight.grad.abs().sum() > 0

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from audiomae.config import from_dict
-from audiomae.features import patchify
+from audiomae.features import unpatchify
 from audiomae.masking import packet_loss_mask
 from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.train.config import TrainConfig
@@ -55,12 +55,41 @@ class PoolDataset(Dataset):
         }
 
 
+def burst_position(lost: torch.Tensor) -> torch.Tensor:
+    """(B, C) bool lost columns -> (B, C) position of each in its burst (1 = first lost packet,
+    0 = received)."""
+    pos = torch.zeros(lost.shape, dtype=torch.long, device=lost.device)
+    run = torch.zeros(lost.shape[0], dtype=torch.long, device=lost.device)
+    for t in range(lost.shape[1]):
+        run = (run + 1) * lost[:, t]
+        pos[:, t] = run
+    return pos
+
+
+def position_weight(pos: torch.Tensor) -> torch.Tensor:
+    """Loss weight of a lost column by its burst position: the first three packets are what the
+    renderer plays at full level; later ones fade into comfort noise."""
+    w = torch.where(pos <= 3, 1.0, torch.where(pos <= 6, 0.3, 0.05))
+    return w * (pos > 0)
+
+
 class ResidualPLCTask:
-    """Loss: MSE over the patches of lost columns between ``input + correction`` and the clean
-    log-mel (normalised domain); the target column counts ``target_weight`` times."""
+    """Loss per lost frame, in the normalised log-mel domain: the band error weighted by each
+    band's share of the clean frame's power (``energy_gamma``, plus a 10% floor: the loud bands
+    are what the renderer reproduces) plus ``level_weight`` times the squared error of the frame's
+    total level; frames count by their packet's burst position (:func:`position_weight`) and the
+    target packet ``target_weight`` times. Plain MSE treats near-silent bands like loud ones,
+    and a model trained on it beat the continuation there while losing to it on the envelope
+    and level that are heard."""
 
     def __init__(
-        self, model: ResidualPLCMAE, seed: int = 0, target_weight: float = 1.0, level_db: float = 10.0
+        self,
+        model: ResidualPLCMAE,
+        seed: int = 0,
+        target_weight: float = 1.0,
+        level_db: float = 10.0,
+        energy_gamma: float = 0.5,
+        level_weight: float = 1.0,
     ) -> None:
         if not isinstance(model, ResidualPLCMAE):
             raise TypeError(f"residual PLC training needs a ResidualPLCMAE, got {type(model).__name__}")
@@ -70,6 +99,8 @@ class ResidualPLCTask:
         # Level augmentation: a gain shifts clean and played log-mel alike (the LPC continuation
         # scales with its input), drawn uniformly in +-level_db.
         self.level_db = float(level_db)
+        self.energy_gamma = float(energy_gamma)
+        self.level_weight = float(level_weight)
 
     def _inputs(self, batch: dict, gen: torch.Generator | None):
         clean, played = batch["clean"], batch["played"]
@@ -82,36 +113,52 @@ class ResidualPLCTask:
         mask = packet_loss_mask(batch["lost"], self.model.cfg.grid_f)
         return norm.normalize(played), norm.normalize(clean), mask
 
+    def _frame_errors(self, est: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, T) normalised log-mel -> ((B, T) objective per frame, (B, T) plain MSE)."""
+        norm = self.model.norm
+        clean_log = norm.denormalize(clean).float()
+        est_log = norm.denormalize(est).float()
+        sq = (est.float() - clean.float()).square()
+        bands = 0.1 + 0.9 * torch.softmax(self.energy_gamma * clean_log, dim=-2) * clean.shape[-2]
+        level = (torch.logsumexp(est_log, dim=-2) - torch.logsumexp(clean_log, dim=-2)) / norm.std
+        return (sq * bands).mean(-2) + self.level_weight * level.square(), sq.mean(-2)
+
     def _errors(self, batch: dict, gen: torch.Generator | None):
         spec, clean, mask = self._inputs(batch, gen)
         cfg = self.model.cfg
-        patches, pred = self.model._predict(spec, mask)
-        target = patchify(clean, cfg.patch_f, cfg.patch_t)
-        err = (pred - target).square().mean(-1)  # (B, N)
-        base = (patches - target).square().mean(-1)
-        column = torch.arange(err.shape[1], device=err.device) // cfg.grid_f
+        pred = unpatchify(self.model._predict(spec, mask)[1], cfg.n_mels, cfg.patch_f, cfg.patch_t)
+        lost = batch["lost"]
+        pos = burst_position(lost)
+        weight = position_weight(pos)
+        column = torch.arange(lost.shape[1], device=lost.device)
         is_target = column[None, :] == batch["target"][:, None]
-        return err, base, mask.mask, is_target
+        weight = weight * (1 + (self.target_weight - 1) * is_target)
+        per_frame = cfg.patch_t
+        model = [e.unflatten(-1, (-1, per_frame)).mean(-1) for e in self._frame_errors(pred, clean)]
+        cont = [e.unflatten(-1, (-1, per_frame)).mean(-1) for e in self._frame_errors(spec, clean)]
+        return model, cont, weight, pos
 
     def training_step(self, batch, step: int):
         gen = torch.Generator().manual_seed(derive_seed(self.seed, step))
-        err, _, lost, is_target = self._errors(batch, gen)
-        weight = lost.to(err.dtype) * (1 + (self.target_weight - 1) * is_target.to(err.dtype))
-        return (err * weight).sum() / weight.sum().clamp_min(1.0), {}
+        (objective, _), _, weight, _ = self._errors(batch, gen)
+        return (objective * weight).sum() / weight.sum().clamp_min(1e-6), {}
 
     @torch.no_grad()
     def validation_step(self, batch) -> dict[str, float]:
-        err, base, lost, is_target = self._errors(batch, None)
+        (obj, mse), (obj_c, mse_c), weight, pos = self._errors(batch, None)
 
-        def mean(e, where):
-            w = where.to(e.dtype)
-            return float(((e * w).sum(-1) / w.sum(-1).clamp_min(1.0)).mean())
+        def mean(e, w):
+            w = w.to(e.dtype)
+            return float(((e * w).sum(-1) / w.sum(-1).clamp_min(1e-6)).mean())
 
+        early = ((pos >= 1) & (pos <= 3)).float()
         return {
-            "loss": mean(err, lost),
-            "continuation": mean(base, lost),
-            "target_loss": mean(err, is_target),
-            "target_continuation": mean(base, is_target),
+            "loss": mean(obj, weight),
+            "continuation": mean(obj_c, weight),
+            "early": mean(obj, early),
+            "early_continuation": mean(obj_c, early),
+            "mse": mean(mse, pos > 0),
+            "mse_continuation": mean(mse_c, pos > 0),
         }
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -129,6 +176,8 @@ class ResidualPLCSettings:
     threads: int | None = 1
     target_weight: float = 1.0
     level_db: float = 10.0
+    energy_gamma: float = 0.5
+    level_weight: float = 1.0
     val_windows: int = 1000
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -219,5 +268,11 @@ def evaluate_residual(model_dir: str | os.PathLike, s: ResidualPLCSettings) -> d
 
     if s.threads:
         torch.set_num_threads(s.threads)
-    task = ResidualPLCTask(load_residual(model_dir).eval(), seed=s.train.seed)
+    task = ResidualPLCTask(
+        load_residual(model_dir).eval(),
+        seed=s.train.seed,
+        target_weight=s.target_weight,
+        energy_gamma=s.energy_gamma,
+        level_weight=s.level_weight,
+    )
     return validation_metrics(task, _val_batches(s))
