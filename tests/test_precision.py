@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import voiced
@@ -15,6 +18,7 @@ from audiomae.vocoder import Vocoder, VocoderTask, vocoder_preset
 
 TINY = dict(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
 CPU = torch.device("cpu")
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _waves() -> torch.Tensor:
@@ -144,3 +148,36 @@ def test_short_bf16_run_follows_the_fp32_loss_curve(tmp_path, capsys):
         assert all(v.dtype == torch.float32 for v in task.model.state_dict().values())
     assert curves["fp32"][-3:].mean() < 0.8 * curves["fp32"][:3].mean()  # it learns: a curve to compare
     torch.testing.assert_close(curves["bf16"], curves["fp32"], rtol=0.02, atol=0.0)
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_pretrain_counts_attention_flops_and_measures_a_peak(monkeypatch):
+    bench = _bench("bench_pretrain")
+    monkeypatch.setitem(bench.GEOMETRY, "tiny", dict(n_mels=80, seconds=0.32, overrides={}))
+    monkeypatch.setattr(bench, "matmul_peak", lambda p, n=256, seconds=0.05: 1e9)
+    r = bench.measure("tiny", "bf16", False, steps=1, batch=1, threads=1)
+    assert "error" not in r, r
+    assert r["flop_step"] > 0 and r["flops"] > 0 and r["peak"] == 1e9
+    # The CPU flash-attention kernels are counted: two batched matmuls forward (QK^T, AV), five
+    # backward (QK^T again, dV, dP, dQ, dK), 2 * b * h * s * s * d FLOPs each.
+    q = torch.randn(1, 2, 50, 16, requires_grad=True)
+    counter = bench._flop_counter()
+    with counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
+    assert counter.get_total_flops() == 7 * 2 * 2 * 50 * 50 * 16
+
+
+def test_bench_mae_precision_prints_the_three_passes(capsys, monkeypatch, tmp_path):
+    bench = _bench("bench_mae_precision")
+    argv = ["x", "--data", str(tmp_path / "none"), "--files", "1", "--windows", "2", "--repeats", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    out = capsys.readouterr().out
+    for row in ("| fp32 |", "| int8 |", "| bf16 |"):
+        assert row in out

@@ -64,7 +64,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
         found = cpu_amx()
         if found:
             return "bf16", f"auto: the CPU has AMX ({found}), bf16 matmuls are several times faster"
-        return "fp32", "auto: the CPU has no AMX (bf16 is chosen on CPUs with AMX only)"
+        return "fp32", "auto: the CPU has no AMX; bf16 is chosen only on CPUs with AMX"
     return "fp32", f"auto: bf16 is only chosen on CUDA and on CPUs with AMX (device {kind})"
 
 
