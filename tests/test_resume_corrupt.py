@@ -69,7 +69,9 @@ def test_leftovers_of_interrupted_saves_are_cleaned(tmp_path):
     # Killed after the renames but before the old copy was removed.
     _save(m, 2)
     (root / ".old-step_000002-99998").mkdir()
-    m.latest()
+    assert m.latest() == m.step_dir(2)  # reading leaves everything in place
+    assert (root / ".old-step_000002-99998").is_dir()
+    m.clean_leftovers()
     names = sorted(p.name for p in root.iterdir())
     assert names == ["best", "latest.json", "step_000001", "step_000002"]
     assert CheckpointManager.load(root / "best")[1]["step"] == 1

@@ -248,6 +248,8 @@ def fit(
 
     start_step, epoch, index = 0, 0, 0
     best, best_step = None, None
+    if resume:
+        ckpt.clean_leftovers()  # what a killed save of the run being resumed left behind
     latest = ckpt.latest() if resume else None
     if latest is not None:
         tensors, state = CheckpointManager.load(latest, map_location=device)

@@ -174,8 +174,9 @@ class CheckpointManager:
         """The newest checkpoint directory whose files load, or None when there is none.
 
         A newer checkpoint that does not load (say a corrupt ``state.pt``) is named on stderr
-        and passed over for the one before it; when none loads, ValueError names the newest."""
-        self.clean_leftovers()
+        and passed over for the one before it; when none loads, ValueError names the newest.
+        Only reads: leftovers of interrupted saves are the writer's to clean
+        (:meth:`clean_leftovers`), as another process may be saving right now."""
         candidates = [
             p
             for p in sorted(self.root.glob("step_*"), reverse=True)
