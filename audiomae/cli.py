@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plc": "audiomae.commands.plc",
     "classify": "audiomae.commands.classify",
     "export": "audiomae.commands.export",
+    "rtp": "audiomae.commands.rtp",
 }
 
 

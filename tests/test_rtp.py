@@ -1,0 +1,124 @@
+"""RTP receive path: the jitter buffer, and a clip sent through loopback sockets with loss,
+reordering and duplicates comes out as the offline ``conceal()`` of the same trace."""
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from audiomae.audio import SAMPLES_PER_PACKET, load_audio
+from audiomae.cli import main
+from audiomae.loss_models import as_loss_spec, draw_loss, n_packets, read_trace
+from audiomae.plc import OpusReceiver, conceal, make_concealer
+from audiomae.plc.baselines import OpusConcealer
+from audiomae.plc.demo import demo_clip_path
+
+rtp = pytest.importorskip("audiomae.rtp")
+pytest.importorskip("aiortc")
+P = SAMPLES_PER_PACKET
+
+
+def test_jitter_buffer_reorders_and_reports():
+    jb = rtp.JitterBuffer(depth=2)
+    got = []
+    # 65534, 65535, 0 (wrapped), 1 lost, 3 before 2, a duplicate of 0, then 1 far too late
+    for seq in (65534, 65535, 0, 3, 2, 0, 4, 5, 1):
+        got += jb.put(seq, bytes([seq & 0xFF]))
+    got += jb.end()
+    assert [i for i, _ in got] == list(range(8))
+    assert [i for i, p in got if p is None] == [3]
+    assert jb.stats.line() == "received 7, lost 1, late 1, duplicates 1, concealed 1"
+
+
+def test_jitter_buffer_knows_the_stream_start_and_end():
+    jb = rtp.JitterBuffer(depth=3)
+    jb.start_at(100)  # the sender's report: packets 100 and 101 never arrive
+    got = jb.put(102, b"x") + jb.end(last=105)
+    assert [(i, p) for i, p in got] == [(0, None), (1, None), (2, b"x"), (3, None), (4, None), (5, None)]
+
+
+def _loopback(clip, lost, method, payload="l16", **send):
+    concealer = make_concealer(method)  # before sending: building it takes longer than the stream
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            zip(("audio", "stats"), rtp.receive(sock, concealer, payload, idle_timeout=2.0))
+        )
+    )
+    thread.start()
+    rtp.send(clip, sock.getsockname(), lost, payload=payload, interval=0.002, **send)
+    thread.join(timeout=60)
+    sock.close()
+    return result["audio"], result["stats"]
+
+
+@pytest.mark.parametrize("method", ["lpc", "lpc-la1"])
+def test_loopback_stream_equals_offline_conceal(method):
+    clip = load_audio(demo_clip_path())[: 16000 * 2 + 123]
+    n = n_packets(clip.size)
+    lost = draw_loss(as_loss_spec("ge20b3"), n, 4)
+    lost[[0, -1]] = True  # the stream's first and last packets too: the sender's reports say so
+    audio, stats = _loopback(clip, lost, method, seed=7, reorder=0.15, duplicate=0.1)
+    assert audio.shape == (n * P,)
+    assert stats.lost == stats.concealed == int(lost.sum()) and stats.late == 0
+    assert stats.received == n - int(lost.sum()) and stats.duplicates > 0
+    sent = np.zeros(n * P, dtype=np.float32)
+    sent[: clip.size] = rtp.l16_quantise(clip)
+    np.testing.assert_allclose(audio, conceal(sent, lost, method), atol=1e-6)
+
+
+def test_opus_stream_is_received_and_concealed():
+    pytest.importorskip("opuslib_next")
+    clip = load_audio(demo_clip_path())[:16000]
+    n = n_packets(clip.size)
+    lost = draw_loss(as_loss_spec("ge10b2"), n, 1)
+    audio, stats = _loopback(clip, lost, "g711", payload="opus", seed=2, reorder=0.1)
+    assert audio.shape == (n * P,) and np.isfinite(audio).all()
+    assert stats.concealed == int(lost.sum()) and stats.received == n - int(lost.sum())
+    # the same as OpusReceiver fed the sender's payloads in order, with the trace's losses
+    payloads = OpusConcealer().encode_stream(clip)
+    receiver = OpusReceiver(make_concealer("g711"))
+    direct = [receiver.push(None if lost[i] else payloads[i]) for i in range(n)] + [receiver.flush()]
+    np.testing.assert_allclose(audio, np.concatenate(direct), atol=1e-6)
+
+
+def test_rtp_commands_over_loopback(tmp_path, capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out, trace = tmp_path / "out.wav", tmp_path / "trace.txt"
+    rc = {}
+    receiver = threading.Thread(
+        target=lambda: rc.update(
+            rx=main(["rtp-receive", "--port", str(port), "-o", str(out), "--timeout", "2"])
+        )
+    )
+    receiver.start()
+    clip_path = demo_clip_path()
+    for _ in range(100):  # until the receiver listens (it builds its concealer first)
+        if "listening on" in capsys.readouterr().out:
+            break
+        threading.Event().wait(0.05)
+    rc["tx"] = main(
+        ["rtp-send", str(clip_path), "--to", f"127.0.0.1:{port}", "--loss", "ge10b2", "--seed", "3",
+         "--reorder", "0.05", "--trace", str(trace), "--interval-ms", "2"]
+    )  # fmt: skip
+    receiver.join(timeout=60)
+    assert rc == {"rx": 0, "tx": 0}
+    printed = capsys.readouterr().out
+    lost = read_trace(trace)
+    assert f"lost {int(lost.sum())}, late 0" in printed and f"concealed {int(lost.sum())}" in printed
+    clip = load_audio(clip_path)
+    sent = np.zeros(lost.size * P, dtype=np.float32)
+    sent[: clip.size] = rtp.l16_quantise(clip)
+    received = load_audio(out)
+    assert received.size == lost.size * P
+    assert np.abs(received - conceal(sent, lost, "lpc")).max() <= 1.5 / 32768  # the 16-bit file
+
+
+def test_send_rejects_a_short_trace():
+    with pytest.raises(ValueError, match="covers 3 packets"):
+        rtp.send(np.zeros(10 * P, dtype=np.float32), ("127.0.0.1", 9), np.zeros(3, dtype=bool))
