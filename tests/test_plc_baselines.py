@@ -296,13 +296,17 @@ def test_every_listed_method_is_found_by_name_before_the_mae_module_is_imported(
         "import sys\n"
         "from audiomae.commands.plc import METHODS_HELP\n"
         "from audiomae.plc import base\n"
+        "from audiomae.plc.opus_deep import LibopusDeepUnavailable\n"
         "base._load_builtin()\n"
         "builtin = set(base._REGISTRY)\n"
         "for name in METHODS_HELP.split(' (')[0].split(', '):\n"
         "    for key in set(base._REGISTRY) - builtin:\n"  # as if the MAE module was never imported
         "        del base._REGISTRY[key]\n"
         "    sys.modules.pop('audiomae.plc.mae', None)\n"
-        "    base.make_concealer(name)\n"
+        "    try:\n"
+        "        base.make_concealer(name)\n"
+        "    except LibopusDeepUnavailable:\n"  # found by name; its library is optional
+        "        pass\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

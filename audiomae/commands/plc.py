@@ -7,11 +7,15 @@ from pathlib import Path
 
 from audiomae.commands import nonnegative_int, positive_float, positive_int
 
-DEFAULT_METHODS = "zero,g711,opus,opus-fec,mae,mae-la1"
+DEFAULT_METHODS = "zero,g711,opus,opus-fec,opus-deep,mae,mae-la1"
 METHODS_HELP = (
-    "zero, g711, opus, opus-fec, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, opus+lpc, "
-    "opus+lpc-la1, opus+g711 "
-    "(opus* simulate the codec and need --clean)"
+    "zero, g711, opus, opus-fec, opus-deep, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, "
+    "opus+lpc, opus+lpc-la1, opus+g711 "
+    "(opus* simulate the codec and need --clean; opus-deep needs --libopus-deep)"
+)
+LIBOPUS_DEEP_HELP = (
+    "libopus >= 1.5 built with deep PLC, for opus-deep (default $AUDIOMAE_LIBOPUS_DEEP; README, "
+    "'Opus deep PLC')"
 )
 DEFAULT_CONDITIONS = "ge05b1.5,ge10b2,ge20b3"
 
@@ -47,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="packets of lookahead, for methods that take it",
     )
     p.add_argument("--clean", default=None, help="the sender's clean file: required by opus and opus-fec")
+    p.add_argument("--libopus-deep", metavar="PATH", default=None, help=LIBOPUS_DEEP_HELP)
     p.set_defaults(func=run_conceal)
 
     p = sub.add_parser("eval-plc", help="benchmark concealment methods over files and loss conditions")
@@ -55,9 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--methods",
-        default=DEFAULT_METHODS,
-        help=f"comma-separated methods (default {DEFAULT_METHODS}) from: {METHODS_HELP}",
+        default=None,
+        help=f"comma-separated methods (default {DEFAULT_METHODS}, opus-deep only where its library is "
+        f"given) from: {METHODS_HELP}",
     )
+    p.add_argument("--libopus-deep", metavar="PATH", default=None, help=LIBOPUS_DEEP_HELP)
     p.add_argument(
         "--conditions",
         default=DEFAULT_CONDITIONS,
@@ -106,6 +113,7 @@ def run_conceal(args: argparse.Namespace) -> int:
     from audiomae.loss_models import check_trace_length, read_trace
     from audiomae.plc import conceal
 
+    _use_libopus_deep(args)
     # Read and check everything before writing anything, so a bad input leaves no output file.
     inputs = [args.lossy, args.trace] + ([args.clean] if args.clean else [])
     check_outputs({"-o": args.output}, inputs=inputs, audio=["-o"])
@@ -141,15 +149,29 @@ def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _use_libopus_deep(args: argparse.Namespace) -> None:
+    if args.libopus_deep is not None:
+        from audiomae.plc.opus_deep import set_library
+
+        set_library(args.libopus_deep)
+
+
 def run_eval_plc(args: argparse.Namespace) -> int:
     from audiomae.eval.plc_benchmark import run_plc_benchmark
+    from audiomae.plc.opus_deep import skip_if_unavailable
 
+    _use_libopus_deep(args)
+    # A default list runs opus-deep where its library is given; a list the user wrote that names it
+    # without one fails with how to get it.
+    methods = (
+        _split(args.methods) if args.methods is not None else skip_if_unavailable(_split(DEFAULT_METHODS))
+    )
     files = _collect(args.inputs)
     if args.max_files is not None:
         files = files[: args.max_files]
     run_plc_benchmark(
         files,
-        _split(args.methods),
+        methods,
         _split(args.conditions),
         args.out,
         seed=args.seed,

@@ -57,7 +57,7 @@ def run_plc_benchmark(
 
     Args:
         files: audio files (resampled to SAMPLE_RATE, mixed to mono).
-        methods: registered concealer names (``zero``, ``g711``, ``opus``, ``opus-fec``, ...).
+        methods: registered concealer names (``zero``, ``g711``, ``opus``, ``opus-fec``, ``opus-deep``, ...).
         conditions: loss conditions such as ``ge10b2`` or specs such as ``ge:0.1:2``.
         out_dir: receives ``results.csv``, ``results.md`` and ``results.png``.
         seed: mixed into every trace seed (see :func:`trace_seed`).
@@ -207,7 +207,7 @@ def summarise(
     return table
 
 
-BASELINES = ("zero", "g711", "opus", "opus-fec")
+BASELINES = ("zero", "g711", "opus", "opus-fec", "opus-deep")
 # A method and the same concealer with one part switched off (here the MAE's prediction): the
 # paired table shows what that part adds.
 ABLATIONS = {"mae": "lpc", "mae-la1": "lpc-la1", "opus+mae": "opus+lpc", "opus+mae-la1": "opus+lpc-la1"}

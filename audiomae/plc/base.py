@@ -237,8 +237,9 @@ def register_concealer(name: str, factory: Callable[..., StreamingConcealer]) ->
 
 
 def _load_builtin() -> None:
-    # Imported here, not at module import, because baselines imports this module.
+    # Imported here, not at module import, because these modules import this one.
     importlib.import_module("audiomae.plc.baselines")
+    importlib.import_module("audiomae.plc.opus_deep")
 
 
 def _load_mae() -> None:
