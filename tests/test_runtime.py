@@ -142,7 +142,7 @@ def test_backend_errors():
         MAEConcealer(load_default_onnx_model(), backend="torch")
 
 
-BLOCKED = ("torch", "torchaudio", "nnAudio", "librosa", "safetensors")
+BLOCKED = ("torch", "torchaudio", "nnAudio", "librosa", "safetensors", "onnx", "aiortc")
 
 
 def test_runtime_runs_with_torch_blocked(demo, tmp_path):
@@ -179,6 +179,11 @@ def test_runtime_runs_with_torch_blocked(demo, tmp_path):
                       config=ConcealerConfig(int8=False))
         np.save(d + "/out.npy", out)
         rc = main(["conceal", d + "/lossy.wav", "--trace", d + "/trace.txt", "-o", d + "/out.wav"])
+        for argv in (["export", d, "-o", d + "/x"], ["rtp-send", d + "/lossy.wav", "--to", "127.0.0.1:9"]):
+            try:
+                main(argv)
+            except SystemExit as exc:  # what needs an extra says which, in one line
+                print("EXIT", exc)
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
         print("LOADED", loaded, "RC", rc)
         """
@@ -186,6 +191,11 @@ def test_runtime_runs_with_torch_blocked(demo, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "LOADED [] RC 0" in proc.stdout
+    assert (
+        "EXIT audiomae export: error: needs torch, which this install lacks: pip install 'audiomae[export]'"
+        in proc.stdout
+    )
+    assert "EXIT audiomae rtp-send: error: RTP needs aiortc" in proc.stdout
     ref = conceal(lossy, lost, "mae", config=FP32, backend="torch")
     assert np.abs(np.load(tmp_path / "out.npy") - ref).max() < 1e-4
     cli_ref = conceal(lossy, lost, "lpc", backend="torch")  # audiomae conceal's default method

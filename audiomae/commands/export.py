@@ -19,7 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from audiomae.export import DEFAULT_OPSET, export_checkpoint
+    try:
+        from audiomae.export import DEFAULT_OPSET, export_checkpoint
+    except ModuleNotFoundError as exc:  # a runtime-only install: one line, as other errors
+        raise SystemExit(
+            f"audiomae export: error: needs {exc.name}, which this install lacks: "
+            "pip install 'audiomae[export]'"
+        ) from None
 
     opset = args.opset or DEFAULT_OPSET
     out = export_checkpoint(args.checkpoint, args.output, opset=opset)

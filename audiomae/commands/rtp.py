@@ -55,6 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_send)
 
 
+def _need_aiortc(command: str) -> None:
+    from audiomae.rtp import _aiortc
+
+    try:
+        _aiortc()
+    except ImportError as exc:  # one line, as the CLI's other errors
+        raise SystemExit(f"audiomae {command}: error: {exc}") from None
+
+
 def run_receive(args: argparse.Namespace) -> int:
     import socket
 
@@ -62,6 +71,7 @@ def run_receive(args: argparse.Namespace) -> int:
     from audiomae.plc.offline import _build
     from audiomae.rtp import receive
 
+    _need_aiortc("rtp-receive")
     check_outputs({"-o": args.output}, audio=["-o"])
     concealer = _build(args.method, args.lookahead, {})  # before listening: loading takes a while
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -80,6 +90,7 @@ def run_send(args: argparse.Namespace) -> int:
     from audiomae.loss_models import as_loss_spec, draw_loss, n_packets, write_trace
     from audiomae.rtp import send
 
+    _need_aiortc("rtp-send")
     audio = load_audio(args.input)
     n = n_packets(audio.size)
     lost = draw_loss(as_loss_spec(args.loss), n, args.seed) if args.loss else None
