@@ -96,3 +96,21 @@ def test_export_errors_are_one_line(exported, tmp_path, capsys):
     _, directory = exported["audiomae"]
     with pytest.raises(ValueError, match="not an ONNX PLC export .*audiomae export"):
         OnnxPLCModel(directory.parent / "mae")  # the torch checkpoint, not its export
+
+
+def test_concealer_with_an_exported_residual_model_equals_torch(exported):
+    # The concealer feeds a residual model the played history; both backends see the same.
+    from conftest import voiced
+
+    from audiomae.loss_models import apply_loss, draw_loss
+    from audiomae.plc import conceal
+    from audiomae.plc.mae import ConcealerConfig, MAEConcealer
+
+    model, directory = exported["residual_plc"]
+    cfg = ConcealerConfig(context_packets=12, int8=False, mae_from_packet=1)
+    signal = voiced(1.0)
+    lost = draw_loss("ge20b3", 50, 3)
+    lossy = apply_loss(signal, lost)
+    ref = conceal(lossy, lost, MAEConcealer(model, config=cfg))
+    out = conceal(lossy, lost, MAEConcealer(OnnxPLCModel(directory), config=cfg))
+    assert lost.sum() >= 5 and np.abs(out - ref).max() < 1e-4
