@@ -130,3 +130,14 @@ def _random_subset(batch: int, size: int, count: int, generator: torch.Generator
     noise = torch.rand(batch, size, generator=generator)
     ranks = torch.argsort(torch.argsort(noise, dim=1), dim=1)
     return ranks < count
+
+
+def burst_position(lost: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` bool lost packet columns -> ``(B, C)`` long: each lost column's position in
+    its burst (1 = the first lost packet), 0 for received ones."""
+    pos = torch.zeros(lost.shape, dtype=torch.long, device=lost.device)
+    run = torch.zeros(lost.shape[0], dtype=torch.long, device=lost.device)
+    for t in range(lost.shape[1]):
+        run = (run + 1) * lost[:, t]
+        pos[:, t] = run
+    return pos

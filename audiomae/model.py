@@ -14,7 +14,7 @@ from torch import nn
 
 from audiomae.config import FeatureConfig, ModelConfig, model_preset
 from audiomae.features import LogMel, NormStats, patchify, unpatchify
-from audiomae.masking import MaskResult, no_mask
+from audiomae.masking import MaskResult, burst_position, no_mask
 
 
 def sincos_2d(dim: int, grid_t: int, grid_f: int) -> torch.Tensor:
@@ -296,11 +296,15 @@ class ResidualPLCMAE(AudioMAE):
     Same config, checkpoint layout and ``reconstruct`` interface as :class:`AudioMAE`; the
     encoder has no gather (all patches are visible), the decoder has no scatter."""
 
+    BURST_POSITIONS = 8
+
     def __init__(
         self, cfg: ModelConfig, features: FeatureConfig | None = None, norm: NormStats | None = None
     ) -> None:
         super().__init__(cfg, features, norm)
-        self.lost_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))
+        # One token per burst position (1, 2, ..., the last for all deeper ones): how far into
+        # a burst a column is decides how far the concealment has drifted from the speech.
+        self.lost_token = nn.Parameter(torch.zeros(1, self.BURST_POSITIONS, cfg.enc_dim))
         nn.init.normal_(self.lost_token, std=0.02)
         nn.init.zeros_(self.dec_pred.weight)
         nn.init.zeros_(self.dec_pred.bias)
@@ -318,10 +322,19 @@ class ResidualPLCMAE(AudioMAE):
             )
         return model
 
+    def _lost_tokens(self, lost: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool lost patches (time-major) -> (B, N, enc_dim): each lost patch's burst
+        position token, zeros for received patches."""
+        gf = self.cfg.grid_f
+        columns = lost.reshape(lost.shape[0], -1, gf)[..., 0]
+        pos = burst_position(columns).clamp_max(self.BURST_POSITIONS)
+        tokens = torch.cat([torch.zeros_like(self.lost_token[:, :1]), self.lost_token], dim=1)[0]
+        return tokens[pos].repeat_interleave(gf, dim=1)
+
     def _encode_all(self, patches: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
         n = patches.shape[1]
         x = self.patch_embed(patches) + self.enc_pos[:n]
-        x = x + lost.unsqueeze(-1).to(x.dtype) * self.lost_token
+        x = x + self._lost_tokens(lost).to(x.dtype)
         for blk in self.encoder:
             x = blk(x)
         return self.enc_norm(x)

@@ -89,7 +89,8 @@ def test_pool_holds_what_the_mae_free_concealer_plays(pools):
 
 
 def test_burst_positions_and_their_weights():
-    from audiomae.train.plc_residual import burst_position, position_weight
+    from audiomae.masking import burst_position
+    from audiomae.train.plc_residual import position_weight
 
     lost = torch.tensor([[0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     pos = burst_position(lost)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from audiomae.config import from_dict
 from audiomae.features import unpatchify
-from audiomae.masking import packet_loss_mask
+from audiomae.masking import burst_position, packet_loss_mask
 from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.train.config import TrainConfig
 from audiomae.train.plc_pool import load_pool
@@ -55,17 +55,6 @@ class PoolDataset(Dataset):
         }
 
 
-def burst_position(lost: torch.Tensor) -> torch.Tensor:
-    """(B, C) bool lost columns -> (B, C) position of each in its burst (1 = first lost packet,
-    0 = received)."""
-    pos = torch.zeros(lost.shape, dtype=torch.long, device=lost.device)
-    run = torch.zeros(lost.shape[0], dtype=torch.long, device=lost.device)
-    for t in range(lost.shape[1]):
-        run = (run + 1) * lost[:, t]
-        pos[:, t] = run
-    return pos
-
-
 def position_weight(pos: torch.Tensor) -> torch.Tensor:
     """Loss weight of a lost column by its burst position: the first three packets are what the
     renderer plays at full level; later ones fade into comfort noise."""
@@ -77,10 +66,10 @@ class ResidualPLCTask:
     """Loss per lost frame, in the normalised log-mel domain: the band error weighted by each
     band's share of the clean frame's power (``energy_gamma``, plus a 10% floor: the loud bands
     are what the renderer reproduces) plus ``level_weight`` times the squared error of the frame's
-    total level; frames count by their packet's burst position (:func:`position_weight`) and the
-    target packet ``target_weight`` times. Plain MSE treats near-silent bands like loud ones,
-    and a model trained on it beat the continuation there while losing to it on the envelope
-    and level that are heard."""
+    total level; frames count by their packet's burst position (:func:`position_weight`), the
+    target packet ``target_weight`` and the other lost columns ``context_weight``. Plain MSE
+    treats near-silent bands like loud ones, and a model trained on it beat the continuation
+    there while losing to it on the envelope and level that are heard."""
 
     def __init__(
         self,
@@ -90,6 +79,7 @@ class ResidualPLCTask:
         level_db: float = 10.0,
         energy_gamma: float = 0.5,
         level_weight: float = 1.0,
+        context_weight: float = 0.1,
     ) -> None:
         if not isinstance(model, ResidualPLCMAE):
             raise TypeError(f"residual PLC training needs a ResidualPLCMAE, got {type(model).__name__}")
@@ -101,6 +91,7 @@ class ResidualPLCTask:
         self.level_db = float(level_db)
         self.energy_gamma = float(energy_gamma)
         self.level_weight = float(level_weight)
+        self.context_weight = float(context_weight)
 
     def _inputs(self, batch: dict, gen: torch.Generator | None):
         clean, played = batch["clean"], batch["played"]
@@ -129,10 +120,11 @@ class ResidualPLCTask:
         pred = unpatchify(self.model._predict(spec, mask)[1], cfg.n_mels, cfg.patch_f, cfg.patch_t)
         lost = batch["lost"]
         pos = burst_position(lost)
-        weight = position_weight(pos)
         column = torch.arange(lost.shape[1], device=lost.device)
+        # The concealer renders the target packet from what came before it (and the lookahead);
+        # the other lost columns of the window are context, with audio on both sides.
         is_target = column[None, :] == batch["target"][:, None]
-        weight = weight * (1 + (self.target_weight - 1) * is_target)
+        weight = position_weight(pos) * torch.where(is_target, self.target_weight, self.context_weight)
         per_frame = cfg.patch_t
         model = [e.unflatten(-1, (-1, per_frame)).mean(-1) for e in self._frame_errors(pred, clean)]
         cont = [e.unflatten(-1, (-1, per_frame)).mean(-1) for e in self._frame_errors(spec, clean)]
@@ -151,11 +143,12 @@ class ResidualPLCTask:
             w = w.to(e.dtype)
             return float(((e * w).sum(-1) / w.sum(-1).clamp_min(1e-6)).mean())
 
-        early = ((pos >= 1) & (pos <= 3)).float()
+        target = torch.arange(pos.shape[1], device=pos.device)[None, :] == batch["target"][:, None]
+        early = target & (pos >= 1) & (pos <= 3)
         return {
             "loss": mean(obj, weight),
             "continuation": mean(obj_c, weight),
-            "early": mean(obj, early),
+            "early": mean(obj, early),  # the target packet, 1-3 packets into its burst
             "early_continuation": mean(obj_c, early),
             "mse": mean(mse, pos > 0),
             "mse_continuation": mean(mse_c, pos > 0),
@@ -178,6 +171,7 @@ class ResidualPLCSettings:
     level_db: float = 10.0
     energy_gamma: float = 0.5
     level_weight: float = 1.0
+    context_weight: float = 0.1  # loss weight of lost columns other than the target
     val_windows: int = 1000
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -274,5 +268,6 @@ def evaluate_residual(model_dir: str | os.PathLike, s: ResidualPLCSettings) -> d
         target_weight=s.target_weight,
         energy_gamma=s.energy_gamma,
         level_weight=s.level_weight,
+        context_weight=s.context_weight,
     )
     return validation_metrics(task, _val_batches(s))
