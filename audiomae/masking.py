@@ -134,10 +134,14 @@ def _random_subset(batch: int, size: int, count: int, generator: torch.Generator
 
 def burst_position(lost: torch.Tensor) -> torch.Tensor:
     """``(B, C)`` bool lost packet columns -> ``(B, C)`` long: each lost column's position in
-    its burst (1 = the first lost packet), 0 for received ones."""
-    pos = torch.zeros(lost.shape, dtype=torch.long, device=lost.device)
-    run = torch.zeros(lost.shape[0], dtype=torch.long, device=lost.device)
-    for t in range(lost.shape[1]):
-        run = (run + 1) * lost[:, t]
-        pos[:, t] = run
-    return pos
+    its burst (1 = the first lost packet), 0 for received ones.
+
+    Loop-free, so that an exported graph keeps the number of columns dynamic: a column's burst
+    is the set of columns with as many received ones up to them (``r``); its position is how
+    many of those lie at or before it, less the received column that opened the group."""
+    r = torch.cumsum((~lost).long(), dim=1)  # (B, C)
+    c = lost.shape[1]
+    earlier = torch.ones(c, c, dtype=torch.bool, device=lost.device).tril()  # [t, s]: s <= t
+    same = (r[:, :, None] == r[:, None, :]) & earlier
+    count = same.long().sum(-1) - (r > 0).long()
+    return torch.where(lost, count, torch.zeros_like(count))

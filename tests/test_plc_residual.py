@@ -95,6 +95,14 @@ def test_burst_positions_and_their_weights():
     lost = torch.tensor([[0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     pos = burst_position(lost)
     assert pos.tolist() == [[0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8]]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # against the plain running count
+        lost = torch.rand(3, 30, generator=gen) < 0.6
+        run, want = torch.zeros(3, dtype=torch.long), []
+        for t in range(30):
+            run = (run + 1) * lost[:, t]
+            want.append(run)
+        assert torch.equal(burst_position(lost), torch.stack(want, 1))
     w = position_weight(pos)
     assert w[0, 0] == 0 and w[0, 1] == w[0, 6] == 1 and w[0, 7] < 1 and w[0, 11] < w[0, 7]
 
