@@ -184,3 +184,38 @@ def test_concealer_feeds_a_residual_model_what_it_was_trained_on():
     assert np.isfinite(y).all() and seen
     # The window holds played audio, not zeros, at the earlier lost packets.
     assert all(np.abs(w[-3 * SAMPLES_PER_PACKET : -SAMPLES_PER_PACKET]).max() > 0 for w in seen)
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_a_zero_correction_plays_what_lpc_plays(lookahead):
+    """The residual model's correction scales the continuation's bands: with none (the head at
+    its zero start) the MAE concealer's output is the MAE-free concealer's."""
+    from audiomae.plc import conceal
+    from audiomae.plc.mae import LPC_DEFAULTS, ConcealerConfig, MAEConcealer
+
+    model = ResidualPLCMAE.from_mae(AudioMAE.from_preset("tiny", max_frames=64))
+    x = voiced(1.2)
+    lost = np.zeros(60, bool)
+    lost[[8, 20, 21, 22, 35, 40, 41, 42, 43, 44, 45, 46, 47]] = True
+    lossy = np.where(np.repeat(lost, SAMPLES_PER_PACKET), 0, x).astype(np.float32)
+    cfg = ConcealerConfig(full_level_packets=LPC_DEFAULTS["full_level_packets"], mae_from_packet=1)
+    y = conceal(lossy, lost, MAEConcealer(model, lookahead=lookahead, config=cfg))
+    ref = conceal(lossy, lost, "lpc", lookahead=lookahead)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_correction_is_the_same_in_numpy_and_torch():
+    from audiomae.plc.mae import PitchGuidedRenderer
+    from audiomae.runtime.render import PitchGuidedRenderer as NumpyRenderer
+
+    rng = np.random.default_rng(0)
+    guide = (rng.standard_normal(1760) * 0.1).astype(np.float32)
+    zero = np.zeros((1, 80, 11), np.float32)
+    delta = (rng.standard_normal((1, 80, 11)) * 0.5).astype(np.float32)
+    delta[..., :6] = delta[..., 9:] = 0
+    for renderer in (PitchGuidedRenderer(n_iter=0), NumpyRenderer(n_iter=0)):
+        np.testing.assert_allclose(renderer.correct(zero, 6, 9, guide), guide[960:1440], atol=1e-6)
+    a = PitchGuidedRenderer(n_iter=0, gain_groups=None).correct(delta, 6, 9, guide)
+    b = NumpyRenderer(n_iter=0, gain_groups=None).correct(delta, 6, 9, guide)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.abs(a - guide[960:1440]).max() > 1e-3

@@ -504,7 +504,18 @@ class MAEConcealer(StreamingConcealer):
         # Only the rendered frames' columns are predicted (the decoder skips the rest).
         cols = (frames.start // fpp, -(-right // fpp))
         if self._residual:
+            # The model corrects what the MAE-free concealer plays; its correction (prediction
+            # minus input) scales the continuation's bands, so a zero correction plays ``lpc``.
             wave = self._residual_input(wave, guide, gap, bridge is not None)
+            mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
+            delta = np.array(mel - self._logmel(wave)[..., frames], dtype=np.float32)
+            delta[..., :left] = 0.0  # only the target packet's frames (and the tail's) change
+            delta[..., stop - frames.start :] = 0.0
+            # The history as played (not zeros where it was lost) under the frames that overlap it.
+            shaped = guide.copy()
+            shaped[:gap] = self._hist_played[self._hist_played.size - gap :]
+            audio = self.renderer.correct(delta, left, left + (stop - first), shaped)
+            return audio[: SAMPLES_PER_PACKET + cfg.fade].astype(np.float32), bridge
         mel = self.predict_logmel(wave, lost, columns=cols)[..., frames]
         known = _known_frames(lost, fpp, hop, fcfg.win_length)[frames]
         audio = self.renderer.render(mel, left, left + (stop - first), segment, known, guide=guide)
@@ -544,6 +555,15 @@ class MAEConcealer(StreamingConcealer):
             spec = self._spectrogram(torch.from_numpy(wave))
             mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
             return self.model.norm.denormalize(self.model.reconstruct(spec, mask, columns))
+
+    def _logmel(self, wave: np.ndarray):
+        """The (not normalised) log-mel ``(1, F, T)`` of a window, as the MAE sees it."""
+        if self.backend == "onnx":
+            return self.frontend(wave[None])[..., : self.cfg.context_packets * self._frames_per_packet]
+        import torch
+
+        with torch.inference_mode():
+            return self.model.norm.denormalize(self._spectrogram(torch.from_numpy(wave)))
 
     def _spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.model.norm.normalize(self.frontend(wave.unsqueeze(0)))
@@ -797,6 +817,30 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         gain = self._groups.T @ gain
         magnitude = guide_spec.abs() * (self._spread @ gain).sqrt()
         return self._griffin_lim(mel, start, stop, audio, known, magnitude, init_audio=guide)
+
+    def correct(self, delta, start: int, stop: int, guide: np.ndarray) -> np.ndarray:
+        """Samples of frames ``[start, stop)`` of ``guide`` with each frame's mel bands scaled by
+        ``exp(delta)`` (a residual model's log-mel correction, ``(1, F, T)``, zero where it
+        corrects nothing) in the renderer's band groups and gain limits, phase kept: with a
+        zero correction this is ``guide`` itself (an STFT / iSTFT round trip)."""
+        import torch
+
+        from audiomae.vocoder import _istft
+
+        delta = torch.as_tensor(delta, dtype=torch.float32)[0]
+        frames = delta.shape[-1]
+        spec = self._stft(guide, guide.size)  # every frame of the guide
+        power = spec.abs().square()[0, :, :frames]
+        guide_mel = (self._fb @ power).clamp_min(self.feature_cfg.log_floor)
+        gain = (self._groups @ (guide_mel * delta.exp())) / (self._groups @ guide_mel)
+        gain = gain.clamp(1 / self._max_gain, self._max_boost)
+        scale = torch.ones(spec.shape[1:], dtype=power.dtype)
+        # Bins no mel band covers keep their magnitude (a gain of one spread over the bands).
+        scale[:, :frames] = (1 + self._spread @ (self._groups.T @ gain - 1)).clamp_min(0).sqrt()
+        wave = _istft(spec * scale[None], self.feature_cfg, self._window)[0]
+        hop = self.feature_cfg.hop_length
+        out = wave[start * hop : stop * hop]
+        return torch.nn.functional.pad(out, (0, (stop - start) * hop - out.numel())).numpy()
 
 
 @functools.lru_cache(maxsize=4)

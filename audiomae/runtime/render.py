@@ -73,6 +73,24 @@ class PitchGuidedRenderer:
         out = wave[0, start * hop : stop * hop]
         return np.pad(out, (0, (stop - start) * hop - out.size)).astype(np.float32)
 
+    def correct(self, delta, start: int, stop: int, guide: np.ndarray) -> np.ndarray:
+        """``guide`` with a residual model's log-mel correction applied to its mel bands (as
+        the torch class)."""
+        delta = np.asarray(delta, dtype=np.float64)[0]
+        frames = delta.shape[-1]
+        guide = np.asarray(guide, dtype=np.float32)
+        spec = stft(guide[None], self.feature_cfg)[0]
+        guide_mel = np.maximum(self._fb @ np.abs(spec[:, :frames]) ** 2, self.feature_cfg.log_floor)
+        gain = (self._groups @ (guide_mel * np.exp(delta))) / (self._groups @ guide_mel)
+        gain = np.clip(gain, 1 / self._max_gain, self._max_boost)
+        scale = np.ones(spec.shape)
+        # Bins no mel band covers keep their magnitude (a gain of one spread over the bands).
+        scale[:, :frames] = np.sqrt(np.maximum(1 + self._spread @ (self._groups.T @ gain - 1), 0))
+        wave = istft((spec * scale)[None], self.feature_cfg, guide.size)[0]
+        hop = self.feature_cfg.hop_length
+        out = wave[start * hop : stop * hop]
+        return np.pad(out, (0, (stop - start) * hop - out.size)).astype(np.float32)
+
     def _griffin_lim(self, magnitude: np.ndarray, init: np.ndarray, known: np.ndarray) -> np.ndarray:
         cfg = self.feature_cfg
         t = magnitude.shape[-1]
