@@ -73,11 +73,18 @@ class _GuideRecorder(PitchGuidedRenderer):
         super().__init__(*args, **kwargs)
         self.records: list[np.ndarray] = []
 
-    def render(self, mel, start, stop, audio, known, guide=None):
-        power = self._fb @ self._stft(guide, mel.shape[-1]).abs().square()
-        log_mel = power.clamp_min(self.feature_cfg.log_floor).log().reshape(-1, mel.shape[-1])
+    def _note(self, guide, frames: int, start: int, stop: int) -> None:
+        power = self._fb @ self._stft(guide, frames).abs().square()
+        log_mel = power.clamp_min(self.feature_cfg.log_floor).log().reshape(-1, frames)
         self.records.append(log_mel[:, start : stop - 1].numpy())
+
+    def render(self, mel, start, stop, audio, known, guide=None):
+        self._note(guide, mel.shape[-1], start, stop)
         return super().render(mel, start, stop, audio, known, guide)
+
+    def correct(self, delta, start, stop, guide):  # a residual model's path
+        self._note(guide, delta.shape[-1], start, stop)
+        return super().correct(delta, start, stop, guide)
 
 
 def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.ndarray]:

@@ -190,6 +190,16 @@ VARIANTS: dict[str, tuple[int, dict, dict]] = {
     "la1-res": (1, _RES, {}),
     "la1-res-trust": (1, _RES, _TRUST),
     "la1-res2-trust": (1, {**_RES, "mae_from_packet": 2}, _TRUST),
+    # Only the correction's level: one gain per frame over all bands (``g1``), or band groups
+    # limited to +-3 dB (``3db``).
+    "res-g1": (0, _RES, {"gain_groups": 1}),
+    "res2-g1": (0, {**_RES, "mae_from_packet": 2}, {"gain_groups": 1}),
+    "la1-res-g1": (1, _RES, {"gain_groups": 1}),
+    "res-3db": (0, _RES, {"max_gain_db": 3.0}),
+    # The correction may only lower band groups (never undo the fades): ``cut``.
+    "res-cut": (0, _RES, {"max_boost_db": 0.0}),
+    "res2-cut": (0, {**_RES, "mae_from_packet": 2}, {"max_boost_db": 0.0}),
+    "la1-res-cut": (1, _RES, {"max_boost_db": 0.0}),
 }
 
 

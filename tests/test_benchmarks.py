@@ -234,3 +234,23 @@ def test_prediction_error_separates_shape_from_level(tmp_path):
     mixed = tune.MIXES["level"](true, pred)  # the model's shape at the truth's level
     torch.testing.assert_close(level(mixed), level(true))
     torch.testing.assert_close(mixed - level(mixed), pred - level(pred))
+
+
+def test_fuzz_reports_failures(capsys):
+    fz = _script("fuzz_concealers")
+    assert fz.main(["--patterns", "6", "--methods", "zero,lpc"]) == 0
+    assert "6 cases (zero,lpc), 0 failures" in capsys.readouterr().out
+    import io
+
+    from audiomae.plc.base import StreamingConcealer
+
+    class Broken(StreamingConcealer):
+        def _conceal(self, window):
+            if window[0] is None:
+                raise RuntimeError("cannot conceal")
+            return window[0]
+
+    out = io.StringIO()
+    # Every pattern loses at least one packet of the 2 s signals but "burst" ones may not: count.
+    failures = fz.fuzz(6, 0, [Broken()], out=out)
+    assert failures >= 4 and out.getvalue().count("RuntimeError: cannot conceal") == failures

@@ -247,8 +247,13 @@ class MAEConcealer(StreamingConcealer):
     ) -> None:
         super().__init__()
         self.lookahead = check_lookahead(lookahead)
-        self.cfg = cfg = config or ConcealerConfig()
-        self.backend, self.model = _backend_model(model, backend, cfg.int8)
+        int8 = ConcealerConfig.int8 if config is None else config.int8
+        self.backend, self.model = _backend_model(model, backend, int8)
+        if config is None:
+            # A residual model corrects what the MAE-free concealer plays, so it gets that
+            # concealer's burst handling by default.
+            config = ConcealerConfig(**(RESIDUAL_DEFAULTS if _is_residual(self.model) else {}))
+        self.cfg = cfg = config
         if vocoder is None:
             # Measured on dev: phase-anchored Griffin-Lim (copy-synthesis PESQ-WB 3.16) beats the
             # CPU-trained neural vocoder (1.92), and shaping a pitch continuation with the MAE's
@@ -953,6 +958,9 @@ register_concealer("mae-la2", _factory(2))
 # 3.716 | 1.691 / 3.296; lookahead 1: one 3.388 / 4.040 | 2.823 / 3.892 | 1.843 / 3.525, two
 # 3.390 / 4.057 | 2.846 / 3.915 | 1.873 / 3.531. (With the MAE, two cost PLCMOS at 20% loss.)
 LPC_DEFAULTS = {"mae_from_packet": None, "full_level_packets": 2}
+# A residual model (ResidualPLCMAE) was trained on what ``lpc`` plays, and its correction is
+# applied from the first lost packet of a burst on.
+RESIDUAL_DEFAULTS = {"mae_from_packet": 1, "full_level_packets": LPC_DEFAULTS["full_level_packets"]}
 
 
 def _without_mae(default_lookahead: int):
