@@ -209,16 +209,23 @@ class AudioMAE(nn.Module):
             return pred
         return pred[:, (columns[0] - lo) * gf : (columns[1] - lo) * gf]
 
-    def _predict(
-        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patches of ``spec``, predictions for every patch or for patch columns ``columns``)."""
+    def _checked_patches(
+        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None
+    ) -> torch.Tensor:
+        """Patches ``(B, N, P)`` of ``spec``, once its geometry, ``mask`` and ``columns`` fit."""
         grid_t, _ = self.grid(spec)
         patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
         if mask.mask.shape != patches.shape[:2]:
             raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
         if columns is not None and not 0 <= columns[0] < columns[1] <= grid_t:
             raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
+        return patches
+
+    def _predict(
+        self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patches of ``spec``, predictions for every patch or for patch columns ``columns``)."""
+        patches = self._checked_patches(spec, mask, columns)
         latent, _ = self._encode_visible(patches, mask)
         return patches, self.decode(latent, mask, patches.shape[1], columns)
 
@@ -356,12 +363,7 @@ class ResidualPLCMAE(AudioMAE):
     def _predict(
         self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        grid_t, _ = self.grid(spec)
-        patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
-        if mask.mask.shape != patches.shape[:2]:
-            raise ValueError(f"mask shape {tuple(mask.mask.shape)} != patch grid {tuple(patches.shape[:2])}")
-        if columns is not None and not 0 <= columns[0] < columns[1] <= grid_t:
-            raise ValueError(f"columns {columns} outside the {grid_t}-column patch grid")
+        patches = self._checked_patches(spec, mask, columns)
         delta, lo = self._decode_all(self._encode_all(patches, mask.mask), mask.mask, columns)
         gf = self.cfg.grid_f
         if columns is None:
@@ -372,7 +374,7 @@ class ResidualPLCMAE(AudioMAE):
 
     def encode(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
         """Embeddings ``(B, N, enc_dim)`` of every patch (``mask`` marks concealed ones)."""
-        grid_t, grid_f = self.grid(spec)
+        self.grid(spec)  # checks the geometry
         patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
         lost = mask.mask if mask is not None else torch.zeros(patches.shape[:2], dtype=torch.bool)
         return self._encode_all(patches, lost.to(spec.device))
