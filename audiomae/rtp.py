@@ -154,7 +154,7 @@ class _L16Sink:
 def _sink(payload: str, concealer):
     if payload == "l16":
         return _L16Sink(concealer)
-    from audiomae.plc.baselines import OpusReceiver
+    from audiomae.plc.opus import OpusReceiver
 
     return OpusReceiver(concealer)
 
@@ -267,7 +267,7 @@ def rtp_packets(
         pcm = np.clip(np.round(frames * 32768.0), -32768, 32767).astype(">i2")
         payloads = [row.tobytes() for row in pcm]
     else:  # the sender of the Opus simulations (delay-compensated, so packet t decodes to t)
-        from audiomae.plc.baselines import OpusConcealer
+        from audiomae.plc.opus import OpusConcealer
 
         payloads = OpusConcealer(bitrate=bitrate).encode_stream(np.asarray(audio, dtype=np.float32))
     pt = PAYLOADS[payload][0]

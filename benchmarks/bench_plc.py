@@ -29,11 +29,10 @@ import torch
 
 from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import run_plc_benchmark
+from audiomae.plc.base import listed_methods
 from audiomae.plc.opus_deep import set_library, skip_if_unavailable, unavailable_reason
 
-DEFAULT_METHODS = (
-    "zero,g711,opus,opus-fec,opus-deep,mae,mae-la1,lpc,lpc-la1,opus+mae,opus+mae-la1,opus+lpc,opus+lpc-la1"
-)
+DEFAULT_METHODS = ",".join(listed_methods("bench"))  # the methods registered for the dev benchmark
 
 
 def main() -> None:

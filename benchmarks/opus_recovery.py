@@ -27,7 +27,7 @@ from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import trace_seed
 from audiomae.loss_models import draw_loss, parse_condition
 from audiomae.plc import conceal
-from audiomae.plc.baselines import OpusDecodedConcealer
+from audiomae.plc.opus import OpusDecodedConcealer
 from audiomae.plc.mae import MAEConcealer
 
 P = SAMPLES_PER_PACKET

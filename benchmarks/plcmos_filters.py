@@ -24,7 +24,7 @@ from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio
 from audiomae.data import find_audio
 from audiomae.eval.metrics import plcmos
 from audiomae.plc import conceal
-from audiomae.plc.baselines import OpusConcealer
+from audiomae.plc.opus import OpusConcealer
 
 FILTERS = {
     "high-pass 60 Hz": butter(4, 60, "highpass", fs=SAMPLE_RATE, output="sos"),

@@ -43,7 +43,7 @@ from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import run_plc_benchmark
 from audiomae.model import AudioMAE
 from audiomae.plc.base import register_concealer
-from audiomae.plc.baselines import OpusDecodedConcealer
+from audiomae.plc.opus import OpusDecodedConcealer
 from audiomae.plc.mae import (
     LPC_DEFAULTS,
     ConcealerConfig,

@@ -91,15 +91,6 @@ def test_eval_plc(tmp_path, clean_wav, capsys):
     assert "'nope' is not available" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_cli_method_help_lists_every_registered_method():
-    from audiomae.commands.plc import DEFAULT_METHODS, METHODS_HELP
-    from audiomae.plc import available_methods
-
-    listed = METHODS_HELP.split(" (")[0].split(", ")
-    assert sorted(listed) == available_methods()
-    assert set(DEFAULT_METHODS.split(",")) <= set(listed)
-
-
 def test_paired_differences_file_by_file(tmp_path):
     from audiomae.eval.plc_benchmark import paired_difference, write_results
 

@@ -1,4 +1,3 @@
-import importlib.util
 
 import numpy as np
 import pytest
@@ -281,30 +280,55 @@ def test_registry():
     with pytest.raises(ValueError, match="fixed lookahead of 0"):
         conceal(np.zeros(P, np.float32), np.zeros(1, bool), "g711", lookahead=1)
     assert conceal(np.zeros(P, np.float32), np.zeros(1, bool), "g711", lookahead=0).shape == (P,)
-    if importlib.util.find_spec("audiomae.plc.mae") is None:
-        with pytest.raises(ValueError, match="audiomae.plc.mae"):
-            make_concealer("mae")
 
 
-def test_every_listed_method_is_found_by_name_before_the_mae_module_is_imported():
-    # The MAE module registers its methods when first imported: asking for any of them by name
-    # must import it. A fresh process, and the module dropped again before each name.
+def test_registry_metadata_gives_the_lists_the_help_and_the_ablations():
+    from audiomae.plc.base import ablations, baseline_methods, listed_methods, method_info, methods_help
+
+    listed = listed_methods()
+    assert sorted(listed) == available_methods()
+    assert listed[:2] == ["zero", "g711"] and set(baseline_methods()) >= set(METHODS)
+    for name in ("demo", "eval", "bench"):
+        chosen = listed_methods(name)
+        assert chosen and chosen == [m for m in listed if name in method_info(m).lists]
+    assert "mae" in listed_methods("eval") and "mae-la2" not in listed_methods("demo")
+    for method, ablation in ablations().items():
+        assert method_info(ablation).ablation_of == method and method in listed
+    assert ablations()["mae"] == "lpc"
+    text = methods_help()
+    assert all(m in text for m in listed) and "--clean" in text
+    with pytest.raises(ValueError, match="unknown concealment method 'nope'"):
+        method_info("nope")
+
+
+def test_step_conceals_one_packet_from_a_given_window_and_moves_on():
+    class Wild(StreamingConcealer):
+        lookahead = 1
+
+        def _conceal(self, window):
+            return np.full(P, np.inf if window[1] is None else 0.25 * self.emit_index)
+
+    c = Wild()
+    assert c.step([None, np.zeros(P, np.float32)]).max() == 0.0 and c.emit_index == 1
+    assert c.step([None, np.zeros(P, np.float32)]).max() == 0.25 and c.emit_index == 2
+    wild = c.step([None, None])  # inf clipped to full scale, as push does
+    assert wild.dtype == np.float32 and np.all(wild == 1.0)
+
+
+def test_every_listed_method_is_found_by_name_in_a_fresh_process():
+    # Importing any part of audiomae.plc registers every built-in method: asking for one by name
+    # right after importing only the registry's module finds it.
     import subprocess
     import sys
 
     code = (
-        "import sys\n"
-        "from audiomae.commands.plc import METHODS_HELP\n"
-        "from audiomae.plc import base\n"
+        "from audiomae.plc.base import listed_methods, make_concealer\n"
         "from audiomae.plc.opus_deep import LibopusDeepUnavailable\n"
-        "base._load_builtin()\n"
-        "builtin = set(base._REGISTRY)\n"
-        "for name in METHODS_HELP.split(' (')[0].split(', '):\n"
-        "    for key in set(base._REGISTRY) - builtin:\n"  # as if the MAE module was never imported
-        "        del base._REGISTRY[key]\n"
-        "    sys.modules.pop('audiomae.plc.mae', None)\n"
+        "names = listed_methods()\n"
+        "assert len(names) >= 15, names\n"
+        "for name in names:\n"
         "    try:\n"
-        "        base.make_concealer(name)\n"
+        "        make_concealer(name)\n"
         "    except LibopusDeepUnavailable:\n"  # found by name; its library is optional
         "        pass\n"
     )
@@ -317,7 +341,7 @@ def test_every_listed_method_is_found_by_name_before_the_mae_module_is_imported(
 
 @pytest.mark.parametrize("lookahead", [0, 1])
 def test_concealer_on_opus_decoded_audio_plays_the_codec_where_packets_arrive(lookahead):
-    from audiomae.plc.baselines import OpusDecodedConcealer
+    from audiomae.plc.opus import OpusDecodedConcealer
 
     x = harmonic(1.0)
     n = x.size // P
@@ -354,7 +378,7 @@ class _Arrivals(StreamingConcealer):
 
 
 def test_concealer_on_opus_decoded_audio_needs_the_clean_signal():
-    from audiomae.plc.baselines import OpusDecodedConcealer
+    from audiomae.plc.opus import OpusDecodedConcealer
 
     with pytest.raises(ValueError, match="needs the clean signal"):
         conceal(np.zeros(P * 5, np.float32), np.zeros(5, bool), "opus+g711")
@@ -363,7 +387,7 @@ def test_concealer_on_opus_decoded_audio_needs_the_clean_signal():
 
 
 def test_oracle_decoder_gives_the_loss_free_decoding_where_packets_arrive():
-    from audiomae.plc.baselines import OpusDecodedConcealer
+    from audiomae.plc.opus import OpusDecodedConcealer
 
     x = harmonic(1.0)
     n = x.size // P
@@ -392,7 +416,7 @@ def test_reencoding_the_concealment_keeps_the_decoders_recovery_closer_to_loss_f
     from importlib.resources import files
 
     from audiomae.audio import load_audio
-    from audiomae.plc.baselines import OpusDecodedConcealer
+    from audiomae.plc.opus import OpusDecodedConcealer
 
     x = load_audio(str(files("audiomae") / "assets" / "demo_speech.flac"))[: 150 * P]
     n = x.size // P
@@ -432,7 +456,7 @@ def test_opus_receiver_on_real_payloads_matches_the_simulation(method):
 
     from audiomae.audio import load_audio
     from audiomae.plc import make_concealer
-    from audiomae.plc.baselines import OpusReceiver
+    from audiomae.plc.opus import OpusReceiver
 
     x = load_audio(str(files("audiomae") / "assets" / "demo_speech.flac"))[: 60 * P]
     n = x.size // P
@@ -449,7 +473,7 @@ def test_opus_receiver_on_real_payloads_matches_the_simulation(method):
 
 
 def test_opus_receiver_rejects_bad_payloads():
-    from audiomae.plc.baselines import OpusReceiver
+    from audiomae.plc.opus import OpusReceiver
 
     receiver = OpusReceiver(G711Concealer())
     receiver.push(OpusConcealer().encode_stream(harmonic(0.02))[0])

@@ -11,8 +11,8 @@ from audiomae.audio import SAMPLES_PER_PACKET, load_audio
 from audiomae.cli import main
 from audiomae.loss_models import as_loss_spec, draw_loss, n_packets, read_trace
 from audiomae.plc import OpusReceiver, conceal, make_concealer
-from audiomae.plc.baselines import OpusConcealer
 from audiomae.plc.demo import demo_clip_path
+from audiomae.plc.opus import OpusConcealer
 
 rtp = pytest.importorskip("audiomae.rtp")
 pytest.importorskip("aiortc")

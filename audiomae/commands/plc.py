@@ -6,13 +6,11 @@ import argparse
 from pathlib import Path
 
 from audiomae.commands import nonnegative_int, positive_float, positive_int
+from audiomae.plc.base import listed_methods, methods_help
 
-DEFAULT_METHODS = "zero,g711,opus,opus-fec,opus-deep,mae,mae-la1"
-METHODS_HELP = (
-    "zero, g711, opus, opus-fec, opus-deep, mae, mae-la1, mae-la2, lpc, lpc-la1, opus+mae, opus+mae-la1, "
-    "opus+lpc, opus+lpc-la1, opus+g711 "
-    "(opus* simulate the codec and need --clean; opus-deep needs --libopus-deep)"
-)
+# The benchmark's default methods and the list in --help, from the registry.
+DEFAULT_METHODS = ",".join(listed_methods("eval"))
+METHODS_HELP = methods_help()
 LIBOPUS_DEEP_HELP = (
     "libopus >= 1.5 built with deep PLC, for opus-deep (default $AUDIOMAE_LIBOPUS_DEEP; README, "
     "'Opus deep PLC')"

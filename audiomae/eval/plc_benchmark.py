@@ -18,6 +18,7 @@ import numpy as np
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, check_outputs, load_audio, write_all
 from audiomae.eval.metrics import lsd_lost, pesq_wb, plcmos, stoi
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets
+from audiomae.plc.base import ablations, baseline_methods
 
 METRICS = ("pesq", "stoi", "plcmos", "lsd_lost")
 COLUMNS = ("file", "condition", "method", "seconds", "loss_rate", *METRICS, "ms_per_packet", "notes")
@@ -207,12 +208,6 @@ def summarise(
     return table
 
 
-BASELINES = ("zero", "g711", "opus", "opus-fec", "opus-deep")
-# A method and the same concealer with one part switched off (here the MAE's prediction): the
-# paired table shows what that part adds.
-ABLATIONS = {"mae": "lpc", "mae-la1": "lpc-la1", "opus+mae": "opus+lpc", "opus+mae-la1": "opus+lpc-la1"}
-
-
 def paired_difference(
     rows: Sequence[dict], method: str, reference: str, condition: str, metric: str
 ) -> dict[str, float]:
@@ -232,9 +227,11 @@ def paired_difference(
 
 def _paired_markdown(rows: Sequence[dict], methods: Sequence[str], conditions: Sequence[str]) -> list[str]:
     """Each method that is not a baseline against each baseline that ran, and against its
-    ablation (``ABLATIONS``) where that ran, in lossy conditions."""
-    refs = [m for m in BASELINES if m in methods and m != "zero"]
-    candidates = [m for m in methods if m not in BASELINES]
+    ablation (the registered method with one part switched off, here the MAE's prediction:
+    what that part adds) where that ran, in lossy conditions."""
+    baselines, pairs = baseline_methods(), ablations()
+    refs = [m for m in baselines if m in methods and m != "zero"]
+    candidates = [m for m in methods if m not in baselines]
     lossy = [c for c in conditions if any(r["condition"] == c and r["loss_rate"] > 0 for r in rows)]
     if not refs or not candidates or not lossy:
         return []
@@ -249,7 +246,7 @@ def _paired_markdown(rows: Sequence[dict], methods: Sequence[str], conditions: S
     ]
     for condition in lossy:
         for method in candidates:
-            ablation = [ABLATIONS[method]] if ABLATIONS.get(method) in methods else []
+            ablation = [pairs[method]] if pairs.get(method) in methods else []
             for ref in refs + ablation:
                 cells = []
                 for metric in ("plcmos", "pesq"):

@@ -8,7 +8,9 @@ packet ``t`` arrives, so it can interpolate across a gap from the k packets afte
     output:   0    0    o0   o1   ...   o(n-2) o(n-1)      (k = 2)
 
 The base class owns everything that is the same for every method: packet validation,
-the delay line, clipping and the NaN guard. A subclass implements only ``_conceal``.
+the delay line, clipping and the NaN guard. A subclass implements only ``_conceal``. A concealer
+that runs another one inside it (on Opus-decoded audio, say) drives it with :meth:`step`,
+which conceals one packet from a window the caller supplies.
 
 A push that raises (a bad packet, or a concealment that fails) leaves the stream exactly as it
 was before the call: the packet is not in the delay line and the method's state is rolled back
@@ -18,10 +20,12 @@ was before the call: the packet is not in the delay line and the method's state 
 from __future__ import annotations
 
 import abc
-import importlib
+import copy
+import dataclasses
 import numbers
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -108,6 +112,23 @@ class StreamingConcealer(abc.ABC):
         """Index of the packet the next ``_conceal`` call emits (stream position)."""
         return self._n_emitted
 
+    def step(self, window: list[np.ndarray | None]) -> np.ndarray:
+        """Conceal packet :attr:`emit_index` from ``window`` (that packet and the ``lookahead``
+        after it, float32 or None where lost) and move on to the next packet. Returns
+        ``(SAMPLES_PER_PACKET,)`` float32 in [-1, 1] (NaN and inf replaced, clipped).
+
+        For a concealer that runs this one on a delay line of its own (``push`` keeps one);
+        packets must be validated (:meth:`check_packet`) and given in order."""
+        out = np.asarray(self._conceal(window), dtype=np.float32)
+        if out.shape != (SAMPLES_PER_PACKET,):
+            raise RuntimeError(
+                f"{type(self).__name__}._conceal returned shape {out.shape}, expected ({SAMPLES_PER_PACKET},)"
+            )
+        self._n_emitted += 1
+        # A model that diverges must not put NaN or full-scale garbage on the line.
+        out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(out, -1.0, 1.0)
+
     # -- for subclasses -------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -151,9 +172,9 @@ class StreamingConcealer(abc.ABC):
 
     # A failed push rolls the method's state back to this snapshot. The default covers the
     # state these concealers keep: attributes rebound per packet (restored by reference),
-    # private containers and arrays changed in place (copied), random generators (their
-    # state) and concealers nested in this one. A method holding other in-place state (a C
-    # library's decoder) extends both methods.
+    # private containers and arrays changed in place (copied), a dataclass of streaming state
+    # (deep-copied), random generators (their state) and concealers nested in this one. A method
+    # holding other in-place state (a C library's decoder) extends both methods.
     def _snapshot(self) -> dict[str, Any]:
         saved: dict[str, Any] = {}
         for key, value in vars(self).items():
@@ -163,6 +184,8 @@ class StreamingConcealer(abc.ABC):
                 saved[key] = _InPlace(value, (value._snapshot(), value._window.copy()))
             elif isinstance(value, np.random.Generator):
                 saved[key] = _InPlace(value, value.bit_generator.state)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                saved[key] = copy.deepcopy(value)
             elif key.startswith("_") and isinstance(value, (list, dict, set, np.ndarray)):
                 saved[key] = value.copy()
             else:
@@ -184,16 +207,9 @@ class StreamingConcealer(abc.ABC):
             setattr(self, key, value)
 
     def _emit(self, window: list[np.ndarray | None]) -> np.ndarray:
-        out = np.asarray(self._conceal(window), dtype=np.float32)
-        if out.shape != (SAMPLES_PER_PACKET,):
-            raise RuntimeError(
-                f"{type(self).__name__}._conceal returned shape {out.shape}, expected ({SAMPLES_PER_PACKET},)"
-            )
+        out = self.step(window)
         self._window.popleft()
-        self._n_emitted += 1
-        # A model that diverges must not put NaN or full-scale garbage on the line.
-        out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0)
-        return np.clip(out, -1.0, 1.0)
+        return out
 
 
 _END = object()  # marks packets after the end of the stream inside flush()
@@ -211,7 +227,23 @@ class _InPlace:
 
 # -- registry -----------------------------------------------------------------------------
 
-_REGISTRY: dict[str, Callable[..., StreamingConcealer]] = {}
+# Groups of methods, in the order listings show them.
+GROUPS = ("baseline", "mae", "on-opus")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered concealment method and what listings say about it."""
+
+    name: str
+    factory: Callable[..., StreamingConcealer]
+    group: str = "mae"  # "baseline": a reference to beat; "on-opus": a concealer on Opus-decoded audio
+    lists: tuple[str, ...] = ()  # default method lists it is in: "demo", "eval" (the benchmark), "bench"
+    ablation_of: str | None = None  # the method this one is with one part switched off
+    note: str = ""  # what the method needs, for help texts (e.g. "--clean")
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
 
 
 class UnsupportedOptionError(ValueError):
@@ -229,56 +261,69 @@ def check_lookahead(value: Any) -> int:
     return int(value)
 
 
-def register_concealer(name: str, factory: Callable[..., StreamingConcealer]) -> None:
-    """Make ``make_concealer(name, **kwargs)`` call ``factory(**kwargs)``; re-registering replaces."""
+def register_concealer(
+    name: str,
+    factory: Callable[..., StreamingConcealer],
+    *,
+    group: str = "mae",
+    lists: tuple[str, ...] = (),
+    ablation_of: str | None = None,
+    note: str = "",
+) -> None:
+    """Make ``make_concealer(name, **kwargs)`` call ``factory(**kwargs)``; re-registering replaces.
+    The keywords are the method's :class:`MethodInfo` (where listings show it)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"concealer name must be a non-empty string, got {name!r}")
-    _REGISTRY[name] = factory
+    _REGISTRY[name] = MethodInfo(name, factory, group, tuple(lists), ablation_of, note)
 
 
-def _load_builtin() -> None:
-    # Imported here, not at module import, because these modules import this one.
-    importlib.import_module("audiomae.plc.baselines")
-    importlib.import_module("audiomae.plc.opus_deep")
-
-
-def _load_mae() -> None:
-    try:
-        importlib.import_module("audiomae.plc.mae")
-    except ImportError as exc:
-        raise ValueError(
-            f"the MAE concealers need audiomae.plc.mae, which could not be imported: {exc}"
-        ) from exc
+def method_info(name: str) -> MethodInfo:
+    """The registration of ``name`` (ValueError naming the known methods if there is none)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown concealment method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[name]
 
 
 def available_methods() -> list[str]:
-    """Names accepted by :func:`make_concealer`, sorted (MAE methods only if importable)."""
-    _load_builtin()
-    try:
-        _load_mae()
-    except ValueError:
-        pass
+    """Names accepted by :func:`make_concealer`, sorted."""
     return sorted(_REGISTRY)
+
+
+def listed_methods(list_name: str | None = None) -> list[str]:
+    """Registered methods in listing order (by :data:`GROUPS`, then as registered); only those
+    in the default list ``list_name`` ("demo", "eval", "bench") when given."""
+    rank = {g: i for i, g in enumerate(GROUPS)}
+    infos = sorted(_REGISTRY.values(), key=lambda m: rank.get(m.group, len(GROUPS)))
+    return [m.name for m in infos if list_name is None or list_name in m.lists]
+
+
+def baseline_methods() -> list[str]:
+    """The registered baselines (group "baseline"), in listing order."""
+    return [m for m in listed_methods() if _REGISTRY[m].group == "baseline"]
+
+
+def ablations() -> dict[str, str]:
+    """Method -> the same concealer with one part switched off (its ablation)."""
+    return {info.ablation_of: name for name, info in _REGISTRY.items() if info.ablation_of}
+
+
+def methods_help() -> str:
+    """Every method in listing order, then what some of them need (for ``--help`` texts)."""
+    notes: dict[str, list[str]] = {}
+    for name in listed_methods():
+        if _REGISTRY[name].note:
+            notes.setdefault(_REGISTRY[name].note, []).append(name)
+    needs = "; ".join(f"{', '.join(names)} {note}" for note, names in notes.items())
+    return ", ".join(listed_methods()) + (f" ({needs})" if needs else "")
 
 
 def make_concealer(name: str, **kwargs) -> StreamingConcealer:
     """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
-    _load_builtin()
-    mae_error = None
-    if name not in _REGISTRY:  # perhaps one of the MAE module's (imported on first use)
-        try:
-            _load_mae()
-        except ValueError as exc:
-            mae_error = exc
-    if name not in _REGISTRY:
-        hint = f" ({mae_error})" if mae_error else ""
-        raise ValueError(
-            f"unknown concealment method {name!r}; available: {', '.join(available_methods())}{hint}"
-        )
+    factory = method_info(name).factory
     if kwargs.get("lookahead") is not None:
         check_lookahead(kwargs["lookahead"])
     try:
-        return _REGISTRY[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as exc:
         if "keyword argument" not in str(exc):
             raise ValueError(f"method {name!r}: bad option value ({exc})") from exc

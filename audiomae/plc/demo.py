@@ -22,19 +22,9 @@ from audiomae.audio import (
     write_all,
 )
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets, trace_text
+from audiomae.plc.base import listed_methods
 
-DEFAULT_METHODS = (
-    "zero",
-    "g711",
-    "opus",
-    "opus-fec",
-    "mae",
-    "mae-la1",
-    "lpc",
-    "lpc-la1",
-    "opus+mae",
-    "opus+mae-la1",
-)
+DEFAULT_METHODS = tuple(listed_methods("demo"))  # the methods registered for the demo's list
 
 
 MIN_CLIP_SECONDS = 0.5  # shorter clips leave the metrics nothing to score and the plot nothing to show

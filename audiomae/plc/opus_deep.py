@@ -37,7 +37,7 @@ import numpy as np
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
 from audiomae.plc.base import register_concealer
-from audiomae.plc.baselines import OpusConcealer
+from audiomae.plc.opus import OpusConcealer
 
 ENV_VAR = "AUDIOMAE_LIBOPUS_DEEP"
 METHOD = "opus-deep"
@@ -256,4 +256,10 @@ class OpusDeepConcealer(OpusConcealer):
         return self.decoder.decode(self.payloads[t] if received else None)
 
 
-register_concealer(METHOD, OpusDeepConcealer)
+register_concealer(
+    METHOD,
+    OpusDeepConcealer,
+    group="baseline",
+    lists=("eval", "bench"),
+    note="simulates the codec and needs --clean and --libopus-deep",
+)

@@ -1,4 +1,4 @@
-"""The concealer's default renderer in numpy: :class:`audiomae.plc.mae.PitchGuidedRenderer`
+"""The concealer's default renderer in numpy: :class:`audiomae.plc.render.PitchGuidedRenderer`
 without torch (same output to float rounding).
 
 A pitch continuation of the played audio (the ``guide``) keeps its harmonic fine structure;
@@ -26,8 +26,6 @@ class PitchGuidedRenderer:
         momentum: float = 0.99,
         max_gain_db: float = 12.0,
         gain_groups: int | None = 4,
-        max_boost_db: float | None = None,
-        keep_level: bool = False,
     ) -> None:
         self.feature_cfg = features or FeatureConfig()
         if not 0.0 <= momentum < 1.0:
@@ -37,8 +35,6 @@ class PitchGuidedRenderer:
         weights = self._fb / np.maximum(self._fb.sum(0, keepdims=True), 1e-8)
         self._spread = weights.T  # (bins, mels): a band's gain applies to the bins it covers
         self._max_gain = 10 ** (max_gain_db / 10)
-        self._max_boost = self._max_gain if max_boost_db is None else 10 ** (max_boost_db / 10)
-        self._keep_level = keep_level
         n_mels = self._fb.shape[0]
         groups = n_mels if gain_groups is None else gain_groups
         if not 1 <= groups <= n_mels:
@@ -46,6 +42,11 @@ class PitchGuidedRenderer:
         member = np.arange(n_mels) * groups // n_mels
         self._groups = (member[None, :] == np.arange(groups)[:, None]).astype(np.float64)
         self._rng = np.random.default_rng(0)
+
+    def logmel(self, audio: np.ndarray, frames: int) -> np.ndarray:
+        """The log-mel ``(1, F, frames)`` of ``audio`` as this renderer analyses it."""
+        power = self._fb @ np.abs(self._stft(audio, frames)) ** 2
+        return np.log(np.maximum(power, self.feature_cfg.log_floor))
 
     def _stft(self, audio: np.ndarray, frames: int) -> np.ndarray:
         return stft(np.asarray(audio)[None], self.feature_cfg)[..., :frames]
@@ -60,9 +61,7 @@ class PitchGuidedRenderer:
         guide_spec = self._stft(guide, frames)
         guide_mel = self._fb @ np.abs(guide_spec) ** 2
         group_power = np.maximum(self._groups @ guide_mel, self.feature_cfg.log_floor)
-        gain = np.clip((self._groups @ np.exp(mel)) / group_power, 1 / self._max_gain, self._max_boost)
-        if self._keep_level:  # the prediction reshapes each frame, the continuation keeps its power
-            gain = gain * group_power.sum(-2, keepdims=True) / (gain * group_power).sum(-2, keepdims=True)
+        gain = np.clip((self._groups @ np.exp(mel)) / group_power, 1 / self._max_gain, self._max_gain)
         gain = self._groups.T @ gain
         magnitude = np.abs(guide_spec) * np.sqrt(self._spread @ gain)
         if known.any():
@@ -82,7 +81,7 @@ class PitchGuidedRenderer:
         spec = stft(guide[None], self.feature_cfg)[0]
         guide_mel = np.maximum(self._fb @ np.abs(spec[:, :frames]) ** 2, self.feature_cfg.log_floor)
         gain = (self._groups @ (guide_mel * np.exp(delta))) / (self._groups @ guide_mel)
-        gain = np.clip(gain, 1 / self._max_gain, self._max_boost)
+        gain = np.clip(gain, 1 / self._max_gain, self._max_gain)
         scale = np.ones(spec.shape)
         # Bins no mel band covers keep their magnitude (a gain of one spread over the bands).
         scale[:, :frames] = np.sqrt(np.maximum(1 + self._spread @ (self._groups.T @ gain - 1), 0))

@@ -1,0 +1,113 @@
+"""The concealer's model: the bundled PLC checkpoint, its int8 copy, and the backend it runs in."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported only where the torch backend runs
+    import torch
+
+    from audiomae.model import AudioMAE
+
+DEFAULT_PLC_MODEL = "plc_tiny_speech"
+# "torch": the model in torch (int8 by default); "onnx": its ONNX export on onnxruntime with a
+# numpy front end and renderer (audiomae.runtime: no torch needed).
+BACKENDS = ("torch", "onnx")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_default_model(map_location: str, int8: bool = False) -> AudioMAE:
+    model = load_default_plc_model(map_location).eval()
+    return int8_copy(model) if int8 else model
+
+
+def int8_copy(model: AudioMAE) -> AudioMAE:
+    """A copy of ``model`` whose ``nn.Linear`` layers run in int8 (CPU inference only); the
+    model itself is untouched. Returns ``model`` unchanged, with a warning, where this torch
+    build cannot quantise."""
+    import warnings
+
+    import torch
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            # torch marks eager-mode quantisation deprecated in favour of torchao; it still works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    except (ImportError, RuntimeError, AttributeError) as exc:
+        warnings.warn(f"int8 MAE unavailable ({exc}); running it in fp32", stacklevel=2)
+        return model
+
+
+def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE:
+    """The bundled PLC-fine-tuned Audio-MAE (package data, no download)."""
+    from importlib.resources import files
+
+    from audiomae.model import AudioMAE
+
+    path = files("audiomae") / "assets" / DEFAULT_PLC_MODEL
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"bundled PLC model not found at {path}; reinstall audiomae or pass model= "
+            "(train one with recipes/finetune_plc.py)"
+        )
+    return AudioMAE.from_pretrained(str(path), map_location=map_location)
+
+
+def default_backend() -> str:
+    """The default backend: "torch" where torch is installed, else "onnx" (an install without
+    the train extra)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, or a broken install
+        found = False
+    return "torch" if found else "onnx"
+
+
+def backend_model(model, backend: str | None, int8: bool):
+    """(backend, model) for a concealer: the bundled model in ``backend`` (or the default
+    backend) when ``model`` is None; otherwise the backend that ``model`` runs in."""
+    from audiomae.runtime.model import OnnxPLCModel, load_default_onnx_model
+
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if model is None:
+        # Concealers only read the model, so those built by name share one loaded copy.
+        if (backend or default_backend()) == "onnx":
+            return "onnx", load_default_onnx_model()
+        return "torch", _cached_default_model("cpu", int8)
+    if isinstance(model, OnnxPLCModel):
+        if backend == "torch":
+            raise ValueError("an ONNX model runs with backend='onnx'")
+        return "onnx", model
+    if backend == "onnx":
+        raise ValueError(
+            "backend='onnx' takes an exported model: audiomae.runtime.OnnxPLCModel(DIR) from "
+            "audiomae export CHECKPOINT -o DIR"
+        )
+    return "torch", int8_copy(model.eval()) if int8 else model.eval()
+
+
+def is_residual(model) -> bool:
+    if hasattr(model, "residual"):  # an OnnxPLCModel says so itself
+        return bool(model.residual)
+    from audiomae.model import ResidualPLCMAE
+
+    return isinstance(model, ResidualPLCMAE)
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_PLC_MODEL",
+    "backend_model",
+    "default_backend",
+    "int8_copy",
+    "is_residual",
+    "load_default_plc_model",
+]
