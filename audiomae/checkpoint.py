@@ -13,7 +13,7 @@ on the ``meta`` device, stopping as soon as it asks for more than the weights fi
 compared tensor by tensor with the file's header. Only then are weights read and a model
 allocated. Every failure is one ValueError naming the file and the field.
 
-Other model families (vocoder, classifier) register a builder with :func:`register_kind`.
+Model families register themselves with :func:`register_kind` when their module is imported.
 """
 
 from __future__ import annotations
@@ -329,49 +329,23 @@ def load_model(
     return model.to(map_location).eval()
 
 
+# The built-in model families and the module that registers each (register_kind, on import).
+# Read by name only when a checkpoint of a kind not registered yet is read or a model of an
+# unregistered class is saved; this module imports none of them.
+BUILTIN_FAMILIES = {
+    "audiomae": "audiomae.model",
+    "residual_plc": "audiomae.model",
+    "vocoder": "audiomae.vocoder",
+    "classifier": "audiomae.classify",
+}
+
+
 def _ensure_registered() -> None:
-    # Model modules register themselves on import; import the known families lazily.
     import importlib
 
-    for module in ("audiomae.model", "audiomae.vocoder", "audiomae.classify"):
+    for module in dict.fromkeys(BUILTIN_FAMILIES.values()):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
-
-
-def _describe_mae(model: nn.Module) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "model": asdict(model.cfg),
-        "features": asdict(model.feature_cfg),
-        "norm": {"mean": model.norm.mean, "std": model.norm.std},
-    }
-
-
-def _build_mae(config: dict[str, Any]) -> nn.Module:
-    from audiomae.config import FeatureConfig, ModelConfig, from_dict
-    from audiomae.features import NormStats
-    from audiomae.model import AudioMAE, ResidualPLCMAE
-
-    cls = ResidualPLCMAE if config.get("kind") == "residual_plc" else AudioMAE
-    return cls(
-        from_dict(ModelConfig, config["model"]),
-        features=from_dict(FeatureConfig, config["features"]),
-        norm=NormStats(**config["norm"]),
-    )
-
-
-def _register_builtin() -> None:
-    from audiomae.config import FeatureConfig, ModelConfig
-    from audiomae.features import NormStats
-    from audiomae.model import AudioMAE, ResidualPLCMAE
-
-    sections = {"model": ModelConfig, "features": FeatureConfig, "norm": NormStats}
-    register_kind("audiomae", AudioMAE, _build_mae, _describe_mae, sections)
-    register_kind("residual_plc", ResidualPLCMAE, _build_mae, _describe_mae, sections)
-
-
-_register_builtin()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiomae.checkpoint import load_model, register_kind, save_model
 from audiomae.config import FeatureConfig, ModelConfig, model_preset
 from audiomae.features import LogMel, NormStats, patchify, unpatchify
 from audiomae.masking import MaskResult, burst_position, no_mask
@@ -271,8 +272,6 @@ class AudioMAE(nn.Module):
 
     # ---- checkpoints --------------------------------------------------------------------
     def save_pretrained(self, directory, extra: dict | None = None) -> None:
-        from audiomae.checkpoint import save_model
-
         save_model(directory, self, extra=extra)
 
     @classmethod
@@ -281,8 +280,6 @@ class AudioMAE(nn.Module):
     ) -> AudioMAE:
         """Load a checkpoint (:func:`audiomae.checkpoint.load_model`; ``require_checksum=False``
         accepts a hand-made one without ``weights_sha256``)."""
-        from audiomae.checkpoint import load_model
-
         model = load_model(directory, map_location=map_location, require_checksum=require_checksum)
         if not isinstance(model, cls):
             raise ValueError(f"{directory}: holds a {type(model).__name__}, not an {cls.__name__}")
@@ -379,5 +376,30 @@ class ResidualPLCMAE(AudioMAE):
         lost = mask.mask if mask is not None else torch.zeros(patches.shape[:2], dtype=torch.bool)
         return self._encode_all(patches, lost.to(spec.device))
 
+
+def _describe(model: AudioMAE) -> dict:
+    from dataclasses import asdict
+
+    return {
+        "model": asdict(model.cfg),
+        "features": asdict(model.feature_cfg),
+        "norm": {"mean": model.norm.mean, "std": model.norm.std},
+    }
+
+
+def _build(config: dict) -> AudioMAE:
+    from audiomae.config import from_dict
+
+    cls = ResidualPLCMAE if config.get("kind") == "residual_plc" else AudioMAE
+    return cls(
+        from_dict(ModelConfig, config["model"]),
+        features=from_dict(FeatureConfig, config["features"]),
+        norm=NormStats(**config["norm"]),
+    )
+
+
+_SECTIONS = {"model": ModelConfig, "features": FeatureConfig, "norm": NormStats}
+register_kind("audiomae", AudioMAE, _build, _describe, _SECTIONS)
+register_kind("residual_plc", ResidualPLCMAE, _build, _describe, _SECTIONS)
 
 __all__ = ["AudioMAE", "MAEOutput", "ResidualPLCMAE", "sincos_2d"]
