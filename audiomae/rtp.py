@@ -212,18 +212,9 @@ def receive(
             break
         sock.settimeout(idle_timeout)
         if rtp.is_rtcp(data):
-            try:
-                packets = rtp.RtcpPacket.parse(data)
-            except ValueError:
-                continue
-            bye = False
-            for p in packets:
-                if isinstance(p, rtp.RtcpSrPacket) and ssrc in (None, p.ssrc):
-                    if p.sender_info.packet_count == 0 and anchor is None:
-                        start_ts = p.sender_info.rtp_timestamp  # the stream's first packet
-                    elif p.sender_info.packet_count:
-                        end_ts = p.sender_info.rtp_timestamp  # the timestamp after the last packet
-                bye = bye or isinstance(p, rtp.RtcpByePacket)
+            bye, start, end = _control(rtp, data, ssrc, started=anchor is not None)
+            start_ts = start_ts if start is None else start
+            end_ts = end_ts if end is None else end
             if bye:
                 break
             continue
@@ -248,6 +239,25 @@ def receive(
     audio = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
     delay = sink.lookahead * SAMPLES_PER_PACKET
     return audio[delay:], buffer.stats
+
+
+def _control(rtp, data: bytes, ssrc: int | None, started: bool) -> tuple[bool, int | None, int | None]:
+    """What an RTCP datagram says about the stream ``ssrc`` (None: any): (BYE seen, the RTP timestamp
+    of its first packet (only before one was received), the timestamp after its last packet);
+    None for what it does not say. An unreadable datagram says nothing."""
+    try:
+        packets = rtp.RtcpPacket.parse(data)
+    except ValueError:
+        return False, None, None
+    bye, start, end = False, None, None
+    for p in packets:
+        if isinstance(p, rtp.RtcpSrPacket) and ssrc in (None, p.ssrc):
+            if p.sender_info.packet_count == 0 and not started:
+                start = p.sender_info.rtp_timestamp  # the stream's first packet
+            elif p.sender_info.packet_count:
+                end = p.sender_info.rtp_timestamp  # the timestamp after the last packet
+        bye = bye or isinstance(p, rtp.RtcpByePacket)
+    return bye, start, end
 
 
 def rtp_packets(

@@ -68,12 +68,12 @@ def run_receive(args: argparse.Namespace) -> int:
     import socket
 
     from audiomae.audio import audio_writer, check_outputs, write_all
-    from audiomae.plc.offline import _build
+    from audiomae.plc.offline import build_concealer
     from audiomae.rtp import receive
 
     _need_aiortc("rtp-receive")
     check_outputs({"-o": args.output}, audio=["-o"])
-    concealer = _build(args.method, args.lookahead, {})  # before listening: loading takes a while
+    concealer = build_concealer(args.method, args.lookahead)  # before listening: loading takes a while
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((args.host, args.port))
         print(f"listening on {args.host}:{args.port} ({args.payload}, {args.method})", flush=True)

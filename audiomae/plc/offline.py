@@ -42,7 +42,7 @@ def conceal(
         concealer.reset()
         name = type(method).__name__
     else:
-        concealer = _build(method, lookahead, kwargs)
+        concealer = build_concealer(method, lookahead, **kwargs)
         name = method
 
     if concealer.requires_source:
@@ -68,7 +68,9 @@ def conceal(
     return np.concatenate(out)[delay : delay + audio.size]
 
 
-def _build(method: str, lookahead: int | None, kwargs: dict) -> StreamingConcealer:
+def build_concealer(method: str, lookahead: int | None = None, **kwargs) -> StreamingConcealer:
+    """``make_concealer(method, **kwargs)`` with ``lookahead`` where given; a method with a fixed
+    delay is accepted when asked for exactly that delay (ValueError otherwise)."""
     if lookahead is None:
         return make_concealer(method, **kwargs)
     try:
