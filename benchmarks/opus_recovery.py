@@ -27,8 +27,8 @@ from audiomae.data import find_audio
 from audiomae.eval.plc_benchmark import trace_seed
 from audiomae.loss_models import draw_loss, parse_condition
 from audiomae.plc import conceal
-from audiomae.plc.opus import OpusDecodedConcealer
 from audiomae.plc.mae import MAEConcealer
+from audiomae.plc.opus import OpusDecodedConcealer
 
 P = SAMPLES_PER_PACKET
 

@@ -30,7 +30,7 @@ from scipy.special import logsumexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tune_concealer import add_tuning_set_args, tuning_files  # noqa: E402
+from tuning_set import add_tuning_set_args, tuning_files  # noqa: E402
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio  # noqa: E402
 from audiomae.eval.plc_benchmark import trace_seed  # noqa: E402
@@ -40,6 +40,7 @@ from audiomae.plc import conceal  # noqa: E402
 from audiomae.plc.mae import (  # noqa: E402
     LPC_DEFAULTS,
     ConcealerConfig,
+    ConcealerHooks,
     MAEConcealer,
     PitchGuidedRenderer,
     load_default_plc_model,
@@ -48,43 +49,28 @@ from audiomae.plc.mae import (  # noqa: E402
 DB = 10 / np.log(10)  # natural-log power -> dB
 
 
-class _Recorder(MAEConcealer):
-    """The MAE concealer, noting (position in burst, clean, predicted log-mel) of every target."""
+class Recorder(ConcealerHooks):
+    """Concealer hooks noting, for every lost packet the MAE shapes, (packet, position in burst,
+    clean log-mel, predicted log-mel, log-mel of the continuation the renderer shapes), each
+    ``(F, frames per packet)``. ``source``: other hooks whose log-mel stands in for the MAE's
+    (an oracle); ``clean_mel``: the clean signal's log-mel ``(F, T)``, set per file."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.records: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+    def __init__(self, renderer, frames_per_packet: int, source: ConcealerHooks | None = None) -> None:
+        self.renderer, self.fpp, self.source = renderer, frames_per_packet, source
+        self.records: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.clean_mel: torch.Tensor | None = None
 
-    def predict_logmel(self, wave, lost, columns=None):
-        pred = super().predict_logmel(wave, lost, columns)
-        fpp = self._frames_per_packet
-        first = len(self._hist_lost) * fpp
-        t = self._count  # the packet being concealed (packets played before it)
+    def logmel(self, window, predicted):
+        if self.source is not None:
+            predicted = self.source.logmel(window, predicted)
+        t, fpp = window.index, self.fpp
         clean = self.clean_mel[:, t * fpp : (t + 1) * fpp].numpy()
-        self.records.append((t, self._burst, clean, pred[0, :, first : first + fpp].numpy()))
-        return pred
-
-
-class _GuideRecorder(PitchGuidedRenderer):
-    """The shipped renderer, noting the log-mel of the continuation it shapes."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.records: list[np.ndarray] = []
-
-    def _note(self, guide, frames: int, start: int, stop: int) -> None:
-        power = self._fb @ self._stft(guide, frames).abs().square()
-        log_mel = power.clamp_min(self.feature_cfg.log_floor).log().reshape(-1, frames)
-        self.records.append(log_mel[:, start : stop - 1].numpy())
-
-    def render(self, mel, start, stop, audio, known, guide=None):
-        self._note(guide, mel.shape[-1], start, stop)
-        return super().render(mel, start, stop, audio, known, guide)
-
-    def correct(self, delta, start, stop, guide):  # a residual model's path
-        self._note(guide, delta.shape[-1], start, stop)
-        return super().correct(delta, start, stop, guide)
+        pred = np.asarray(predicted)[0, :, window.target : window.target + fpp]
+        frames = window.guide.size // self.renderer.feature_cfg.hop_length
+        left = window.target - window.guide_start
+        guide = self.renderer.logmel(window.guide, frames)[0, :, left : left + fpp]
+        self.records.append((t, window.burst, clean, pred, np.asarray(guide)))
+        return predicted
 
 
 def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.ndarray]:
@@ -94,28 +80,26 @@ def record(files, conditions, model: AudioMAE, lookahead: int) -> dict[str, np.n
     windows miss the packet, interpolated linearly: what one packet of lookahead could give a
     single loss)."""
     out = {k: [] for k in ("pos", "isolated", "clean", "pred", "guide", "interp", "repeat")}
-    renderer = _GuideRecorder(model.feature_cfg, n_iter=0)
+    renderer = PitchGuidedRenderer(model.feature_cfg, n_iter=0)
     # A residual model corrects what the MAE-free concealer plays, which holds bursts at full
     # level for two packets (LPC_DEFAULTS).
     full = LPC_DEFAULTS["full_level_packets"] if isinstance(model, ResidualPLCMAE) else 1
     config = ConcealerConfig(mae_from_packet=1, full_level_packets=full)
-    c = _Recorder(model, vocoder=renderer, lookahead=lookahead, config=config)
-    fpp, hop = c._frames_per_packet, model.feature_cfg.hop_length
+    hooks = Recorder(renderer, model.cfg.patch_t)
+    c = MAEConcealer(model, vocoder=renderer, lookahead=lookahead, config=config, hooks=hooks)
+    fpp, hop = c.frames_per_packet, model.feature_cfg.hop_length
     half = model.feature_cfg.win_length // 2
     for file in files:
         audio = load_audio(file)[: 10 * SAMPLE_RATE]
         n = -(-audio.size // SAMPLES_PER_PACKET)
         padded = np.pad(audio, (0, n * SAMPLES_PER_PACKET - audio.size))
-        c.clean_mel = c.frontend(torch.from_numpy(padded).unsqueeze(0))[0]
-        mel = c.clean_mel.numpy()
+        hooks.clean_mel = c.frontend(torch.from_numpy(padded).unsqueeze(0))[0]
+        mel = hooks.clean_mel.numpy()
         for cond in conditions:
             lost = draw_loss(parse_condition(cond), n, trace_seed(file, cond, 0))
-            c.records.clear()
-            renderer.records.clear()
+            hooks.records.clear()
             conceal(apply_loss(audio, lost), lost, c)  # resets the concealer first
-            if len(c.records) != len(renderer.records):
-                raise RuntimeError("predictions and renderings out of step")
-            for (t, p, x, m), g in zip(c.records, renderer.records):
+            for t, p, x, m, g in hooks.records:
                 if not x.shape == m.shape == g.shape or t + 1 >= n:  # the file's last packet: skipped
                     continue
                 # The nearest frames whose analysis window misses the lost packet's samples.

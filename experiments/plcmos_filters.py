@@ -1,6 +1,6 @@
 """How PLCMOS scores loss-free audio after a codec or a plain filter (a check on the metric).
 
-    python benchmarks/plcmos_filters.py [--data ../shared/data/librispeech/dev] [--seconds 15]
+    python experiments/plcmos_filters.py [--data ../shared/data/librispeech/dev] [--seconds 15]
 
 PLCMOS is non-intrusive: it scores the degraded signal alone, so anything that changes the
 whole signal moves it, not only concealment. For each file (first ``--seconds``) this prints

@@ -7,8 +7,8 @@ with its settings at 100% and 10% labels on fresh seeds, so the reported figures
 maximum over the screen's seed-0 noise. All runs share one process pool, so on a GPU machine
 the whole screen is one command:
 
-    python benchmarks/fsdd_screen.py --device cuda --jobs 12 --cache runs/fsdd_cache.npz \\
-        --final-seeds 1 2 --budget-min 8 --out benchmarks/results/fsdd_screen
+    python experiments/fsdd_screen.py --device cuda --jobs 12 --cache runs/fsdd_cache.npz \\
+        --final-seeds 1 2 --budget-min 8 --out experiments/results/fsdd_screen
 
 Options this script does not know (``--clip-seconds``, ``--random-encoder``, ...) are passed to
 every run. Results are rewritten after every finished run (``screen.json``, ``screen.md``), so a run
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import fsdd_experiment as fx  # noqa: E402
 
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--folds", nargs="+", default=None, help="test speakers (default: all five)")
     p.add_argument("--final-seeds", type=int, nargs="*", default=[], help="stage 2 seeds (none: skip)")
     p.add_argument("--budget-min", type=float, default=None, help="start no run after this many minutes")
-    p.add_argument("--out", default="benchmarks/results/fsdd_screen")
+    p.add_argument("--out", default="experiments/results/fsdd_screen")
     p.add_argument("--data", default="../shared/data/fsdd")
     p.add_argument("--encoder", default="audiomae/assets/mae_tiny_speech")
     p.add_argument("--cache", default=None)
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     done: list[dict] = []
     deadline = t0 + a.budget_min * 60 if a.budget_min else float("inf")
-    cmd = "python benchmarks/fsdd_screen.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python experiments/fsdd_screen.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def write() -> dict:
         groups = summarise(done)
