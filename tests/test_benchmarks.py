@@ -10,10 +10,11 @@ import pytest
 from audiomae.labels import write_synthetic_dataset
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+def _script(name: str, folder: Path = BENCH):
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,7 +40,7 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
     assert (out / "fsdd_confusion.png").stat().st_size > 1000
 
 
-def test_fsdd_feature_cache_round_trip_and_screen(tmp_path):
+def test_fsdd_feature_cache_round_trip(tmp_path):
     data = tmp_path / "fsdd"
     write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
     fx = _script("fsdd_experiment")
@@ -57,93 +58,6 @@ def test_fsdd_feature_cache_round_trip_and_screen(tmp_path):
     other = [a if a != "0.4" else "0.5" for a in common]
     with pytest.raises(ValueError, match="clip length"):
         fx.main(["--data", str(data), "--cache", str(cache), "--out", str(tmp_path / "c"), *other])
-    # The screen runs its variants and then the best one on fresh seeds, from the same cache.
-    screen = _script("fsdd_screen")
-    groups = screen.main(
-        ["--data", str(data), "--cache", str(cache), "--random-encoder", "--clip-seconds", "0.4",
-         "--batch-size", "2", "--folds", "s1", "--variants", "base", "level", "--final-seeds", "1",
-         "--max-steps", "2", "--jobs", "1",
-         "--out", str(tmp_path / "screen")]
-    )  # fmt: skip
-    assert {"base", "level"} <= set(groups)
-    stage2 = [k for k, g in groups.items() if g["stage"] == 2]
-    assert len(stage2) == 4 and all(k.endswith("/seed1") for k in stage2)
-    assert "| base |" in (tmp_path / "screen" / "screen.md").read_text()
-
-
-def test_tune_concealer_oracle_sees_the_clean_log_mel_of_its_window():
-    import numpy as np
-    import torch
-
-    from audiomae.plc import conceal
-
-    tune = _script("tune_concealer")
-    rng = np.random.default_rng(0)
-    t = np.arange(16000 * 2) / 16000
-    clean = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    clean += 0.01 * rng.standard_normal(clean.size).astype(np.float32)
-    lost = np.zeros(100, dtype=bool)
-    lost[[30, 31, 32, 70]] = True
-    seen = []
-
-    class Probe(tune.OracleConcealer):
-        def predict_logmel(self, wave, lost, columns=None):
-            mel = super().predict_logmel(wave, lost, columns)
-            seen.append((self._count, wave.size, mel))
-            return mel
-
-    oracle = Probe(config=tune.ConcealerConfig(mae_from_packet=1))
-    lossy = clean.copy()
-    lossy[np.repeat(lost, 320)[: clean.size]] = 0
-    out = conceal(lossy, lost, oracle, clean=clean)
-    assert out.shape == clean.shape and np.isfinite(out).all()
-    assert [p for p, _, _ in seen][:3] == [30, 31, 32]
-    packet, size, mel = seen[0]
-    start = (packet + 2) * 320 - size  # the window ends one (unknown) packet after the target
-    expect = oracle.frontend(torch.from_numpy(clean[start : start + size]).unsqueeze(0))
-    torch.testing.assert_close(mel, expect)
-
-
-def test_tune_concealer_truth_plays_the_clean_signal_in_the_chosen_packets():
-    from conftest import voiced
-
-    from audiomae.plc import conceal
-
-    tune = _script("tune_concealer")
-    x = voiced(2.0)
-    lost = np.zeros(x.size // 320, bool)
-    lost[[30, 31, 32, 70]] = True  # a burst of three (bridged at 32) and a single loss (bridged)
-    lossy = np.where(np.repeat(lost, 320), 0, x).astype(np.float32)
-
-    def snr(parts: tuple[str, ...]) -> list[float]:
-        c = tune.TruthConcealer(lookahead=1)
-        c.truth = parts
-        y = conceal(lossy, lost, c, clean=x)
-        # Skip each packet's first cross-fade (40 samples) from what was played before it.
-        return [
-            10 * np.log10(np.sum(x[s + 40 : s + 320] ** 2) / (np.sum((y - x)[s + 40 : s + 320] ** 2) + 1e-12))
-            for s in (30 * 320, 31 * 320, 32 * 320, 70 * 320)
-        ]
-
-    first, deep, bridged, single = snr(("bridged",))
-    assert min(bridged, single) > 30 and max(first, deep) < min(bridged, single) - 15
-    first, deep, bridged, single = snr(("first", "deep"))
-    print(first, deep, bridged, single)
-    assert min(first, deep) > 30 and max(bridged, single) < min(first, deep) - 10
-
-
-def test_plcmos_filters_scores_each_version_of_every_file(tmp_path, capsys):
-    import soundfile as sf
-    from conftest import voiced
-
-    for i in range(2):
-        sf.write(tmp_path / f"clip{i}.wav", voiced(2.0, f0=120.0 + 40 * i, seed=i), 16000)
-    scores = _script("plcmos_filters").main(["--data", str(tmp_path), "--seconds", "1.5"])
-    assert list(scores)[:2] == ["clean", "Opus 64 kb/s, no loss"] and len(scores) == 5
-    for vals in scores.values():
-        assert len(vals) == 2 and all(1.0 <= v <= 5.0 for v in vals)
-    assert len({round(v[0], 6) for v in scores.values()}) > 1  # the versions are scored apart
-    assert "| low-pass 7 kHz |" in capsys.readouterr().out
 
 
 def test_opus_recovery_measures_packets_after_each_burst():
@@ -171,22 +85,24 @@ def test_prediction_error_records_the_lost_packets_own_frames():
     from conftest import voiced
 
     from audiomae.plc import conceal
+    from audiomae.plc.mae import ConcealerConfig, MAEConcealer, PitchGuidedRenderer, load_default_plc_model
 
-    pe, tune = _script("plc_prediction_error"), _script("tune_concealer")
-
-    class OracleRecorder(pe._Recorder, tune.OracleConcealer):
-        """Records like the benchmark, with the clean window's log-mel as the 'prediction'."""
-
+    pe = _script("plc_prediction_error")
+    tune = _script("tune_concealer", EXPERIMENTS)
     x = voiced(1.2)
     lost = np.zeros(x.size // 320, bool)
     lost[[10, 11, 30]] = True
-    renderer = pe._GuideRecorder(n_iter=0)
-    c = OracleRecorder(vocoder=renderer, config=tune.ConcealerConfig(mae_from_packet=1))
-    c.clean_mel = c.frontend(torch.from_numpy(x).unsqueeze(0))[0]
-    conceal(np.where(np.repeat(lost, 320), 0, x).astype(np.float32), lost, c, clean=x)
-    assert [(t, p) for t, p, _, _ in c.records] == [(10, 1), (11, 2), (30, 1)]
-    assert len(renderer.records) == 3
-    for (_, _, clean, pred), guide in zip(c.records, renderer.records):
+    features = load_default_plc_model().feature_cfg
+    renderer = PitchGuidedRenderer(features, n_iter=0)
+    # Records like the benchmark, with the clean window's log-mel as the 'prediction'.
+    oracle = tune.OracleHooks(features)
+    oracle.clean = x
+    hooks = pe.Recorder(renderer, 2, source=oracle)
+    c = MAEConcealer(vocoder=renderer, config=ConcealerConfig(mae_from_packet=1), hooks=hooks)
+    hooks.clean_mel = c.frontend(torch.from_numpy(x).unsqueeze(0))[0]
+    conceal(np.where(np.repeat(lost, 320), 0, x).astype(np.float32), lost, c)
+    assert [(t, p) for t, p, _, _, _ in hooks.records] == [(10, 1), (11, 2), (30, 1)]
+    for _, _, clean, pred, guide in hooks.records:
         # The file's frames of the lost packet are the frames the concealer's window predicts.
         np.testing.assert_allclose(pred, clean, atol=1e-4)
         assert guide.shape == clean.shape and np.isfinite(guide).all()
@@ -222,18 +138,6 @@ def test_prediction_error_separates_shape_from_level(tmp_path):
     assert pe.never_worse(pe.table(r))
     pe.plot(rows, "test", tmp_path / "errors.png")
     assert (tmp_path / "errors.png").stat().st_size > 1000
-    # The mixes that tune_concealer --mix hands the renderer keep what they say they keep.
-    import torch
-
-    tune = _script("tune_concealer")
-    true, pred = torch.from_numpy(clean[:1]), torch.from_numpy(clean[1:2])
-    level = tune._frame_level
-    mixed = tune.MIXES["shape"](true, pred)  # the truth's shape at the model's level
-    torch.testing.assert_close(level(mixed), level(pred))
-    torch.testing.assert_close(mixed - level(mixed), true - level(true))
-    mixed = tune.MIXES["level"](true, pred)  # the model's shape at the truth's level
-    torch.testing.assert_close(level(mixed), level(true))
-    torch.testing.assert_close(mixed - level(mixed), pred - level(pred))
 
 
 def test_fuzz_reports_failures(capsys):
