@@ -491,3 +491,49 @@ def test_mae_shapes_lost_packets_from_the_configured_burst_position(parts):
     np.testing.assert_array_equal(run(model, mae_from_packet=None), run(other, mae_from_packet=None))
     with pytest.raises(ValueError, match="mae_from_packet"):
         ConcealerConfig(mae_from_packet=0)
+
+
+def test_reset_replaces_the_stream_state(parts):
+    from audiomae.plc.mae import StreamState
+
+    _, lossy, lost = lossy_signal(seed=2)
+    c = make(parts, lookahead=1)
+    first = conceal(lossy, lost, c)
+    state = c.state
+    assert isinstance(state, StreamState) and not state.levels  # conceal() ends with flush -> reset
+    for i in range(8):
+        c.push(None if lost[i] else lossy[i * P : (i + 1) * P])
+    assert c.state.levels
+    c.reset()
+    assert c.state is not state and not c.state.levels and c.state.burst == 0 and c.state.tail is None
+    np.testing.assert_array_equal(conceal(lossy, lost, c), first)  # a fresh state: the same output
+
+
+def test_hooks_see_each_mae_window_and_may_replace_a_lost_packet(parts):
+    from audiomae.plc.mae import FADE, ConcealerHooks
+
+    x = voiced(1.0)
+    lost = np.zeros(len(x) // P, bool)
+    lost[[20, 30, 31, 32]] = True
+    lossy = x * ~np.repeat(lost, P)[: x.size]
+    seen, asked = [], []
+
+    class Hooks(ConcealerHooks):
+        def logmel(self, window, predicted):
+            seen.append((window.index, window.burst, window.start, window.wave.size))
+            return predicted
+
+        def replace(self, packet):
+            asked.append((packet.index, packet.burst, packet.bridged, packet.size))
+            return np.full(packet.size, 0.5, np.float32) if packet.index == 31 else None
+
+    plain = conceal(lossy, lost, make(parts, mae_from_packet=1))
+    c = MAEConcealer(
+        parts[0], parts[1], config=ConcealerConfig(context_packets=12, mae_from_packet=1), hooks=Hooks()
+    )
+    out = conceal(lossy, lost, c)
+    assert [(t, b) for t, b, _, _ in seen] == [(20, 1), (30, 1), (31, 2), (32, 3)]
+    assert all(start == (t - c.history_packets) * P and size == 12 * P for t, _, start, size in seen)
+    assert asked == [(t, b, False, P + FADE) for t, b in ((20, 1), (30, 1), (31, 2), (32, 3))]
+    np.testing.assert_array_equal(out[: 31 * P], plain[: 31 * P])  # a hook that returns None changes nothing
+    np.testing.assert_array_equal(out[31 * P + FADE : 32 * P], 0.5)  # the replacement, after the cross-fade

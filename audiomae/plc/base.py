@@ -109,7 +109,7 @@ class StreamingConcealer(abc.ABC):
 
     @property
     def emit_index(self) -> int:
-        """Index of the packet the next ``_conceal`` call emits (stream position)."""
+        """Index of the packet the next :meth:`step` conceals (stream position)."""
         return self._n_emitted
 
     def step(self, window: list[np.ndarray | None]) -> np.ndarray:
