@@ -20,7 +20,6 @@ was before the call: the packet is not in the delay line and the method's state 
 from __future__ import annotations
 
 import abc
-import copy
 import dataclasses
 import numbers
 from collections import deque
@@ -184,8 +183,10 @@ class StreamingConcealer(abc.ABC):
                 saved[key] = _InPlace(value, (value._snapshot(), value._window.copy()))
             elif isinstance(value, np.random.Generator):
                 saved[key] = _InPlace(value, value.bit_generator.state)
-            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-                saved[key] = copy.deepcopy(value)
+            elif _is_state(value):
+                saved[key] = _InPlace(
+                    value, {f.name: _saved(getattr(value, f.name)) for f in dataclasses.fields(value)}
+                )
             elif key.startswith("_") and isinstance(value, (list, dict, set, np.ndarray)):
                 saved[key] = value.copy()
             else:
@@ -201,6 +202,9 @@ class StreamingConcealer(abc.ABC):
                 if isinstance(obj, StreamingConcealer):
                     obj._restore(value.state[0])
                     obj._window = value.state[1]
+                elif _is_state(obj):
+                    for name, field_value in value.state.items():
+                        setattr(obj, name, _restored(getattr(obj, name), field_value))
                 else:
                     obj.bit_generator.state = value.state
                 value = obj
@@ -213,6 +217,31 @@ class StreamingConcealer(abc.ABC):
 
 
 _END = object()  # marks packets after the end of the stream inside flush()
+
+
+def _is_state(value: Any) -> bool:
+    """A dataclass instance of mutable streaming state (frozen ones are settings)."""
+    return (
+        dataclasses.is_dataclass(value)
+        and not isinstance(value, type)
+        and not type(value).__dataclass_params__.frozen
+    )
+
+
+def _saved(value: Any) -> Any:
+    """A field's value as a snapshot keeps it: containers and arrays copied, a generator's state."""
+    if isinstance(value, np.random.Generator):
+        return _InPlace(value, value.bit_generator.state)
+    if isinstance(value, (list, dict, set, np.ndarray)):
+        return value.copy()
+    return value
+
+
+def _restored(current: Any, saved: Any) -> Any:
+    if isinstance(saved, _InPlace):
+        saved.obj.bit_generator.state = saved.state
+        return saved.obj
+    return saved
 
 
 class _InPlace:
