@@ -130,3 +130,25 @@ def test_time_limit_stops_with_model_checkpoint_and_decayed_lr(tmp_path):
     assert lrs[-1] < 0.2 * max(lrs)
     with pytest.raises(ValueError, match="time_limit_s"):
         TrainConfig(time_limit_s=0)
+
+
+# Toy-task trajectory recorded with torch 2 on CPU (fp32): gradient accumulation, clipping, EMA
+# and validation together. A change to the loop's order of operations or RNG use moves these.
+PINNED_TRAIN_LOSS = [
+    0.53795306, 0.63727233, 0.33074778, 0.14399243, 0.3939966, 0.25564055, 0.374254, 0.18922572,
+    0.20201764, 0.18062659, 0.41735983, 0.41602029, 0.22322948, 0.088705041, 0.34900095, 0.24676213,
+    0.22025751, 0.21997818, 0.24832179, 0.14906011,
+]  # fmt: skip
+PINNED_VAL_LOSS = [0.34598207, 0.20527689, 0.14204991, 0.12802054, 0.12572911]
+
+
+def test_loss_trajectory_is_pinned(tmp_path):
+    data = ToyData()
+    val = [(torch.stack([data[i][0] for i in range(8)]), torch.stack([data[i][1] for i in range(8)]))]
+    cfg = toy_config(steps=20, grad_accum=2, ema_decay=0.9, grad_clip=0.5)
+    res = fit(ToyTask(), ToyData(), val, cfg, tmp_path)
+    train = [h["train/loss"] for h in res.history if "train/loss" in h]
+    val_loss = [h["val/loss"] for h in res.history if "val/loss" in h]
+    assert train == pytest.approx(PINNED_TRAIN_LOSS, rel=1e-4)
+    assert val_loss == pytest.approx(PINNED_VAL_LOSS, rel=1e-4)
+    assert res.best_step == 20 and res.best_metric == pytest.approx(PINNED_VAL_LOSS[-1], rel=1e-4)
