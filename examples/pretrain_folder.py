@@ -18,7 +18,7 @@ import numpy as np
 from audiomae.audio import save_audio
 from audiomae.commands.pretrain import main as pretrain
 from audiomae.model import AudioMAE
-from audiomae.train.pretrain import SyntheticSpeech
+from audiomae.train.data import SyntheticSpeech
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("folder", nargs="?", default=None)

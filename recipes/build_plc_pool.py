@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import load_config  # noqa: E402
 from audiomae.config import from_dict  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
 from audiomae.train.plc import PLCMaskSettings  # noqa: E402
 from audiomae.train.plc_pool import PoolSettings, SourceGroup, build_pool  # noqa: E402
 

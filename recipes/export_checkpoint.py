@@ -16,9 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import load_config  # noqa: E402
 from audiomae.features import LogMel  # noqa: E402
-from audiomae.train.pretrain import PretrainSettings, _datasets, build_model, norm_stats_from  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
+from audiomae.train.data import audio_datasets, norm_stats_from  # noqa: E402
+from audiomae.train.pretrain import PretrainSettings, build_model  # noqa: E402
 from audiomae.train.state import CheckpointManager  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     if not step_dir.exists():
         raise SystemExit(f"no saved step {args.step} in {s.out_dir} (looked for {step_dir})")
     features = build_model(s).feature_cfg
-    train, _ = _datasets(s.data, features.sample_rate, s.train.seed)
+    train, _ = audio_datasets(s.data, features.sample_rate, s.train.seed)
     norm = norm_stats_from(train, LogMel(features), s.data.norm_files, seed=s.train.seed)
     model = build_model(s, norm)
     tensors, _ = CheckpointManager.load(step_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiomae.commands.classify import add_finetune_arguments, main  # noqa: E402
-from audiomae.commands.pretrain import load_config  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import add_arguments, load_config  # noqa: E402
+from audiomae.commands.pretrain import add_arguments  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
 from audiomae.train.plc import PLCSettings, evaluate_plc, run_plc_finetune  # noqa: E402
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import add_arguments, load_config  # noqa: E402
+from audiomae.commands.pretrain import add_arguments  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
 from audiomae.train.plc_residual import ResidualPLCSettings, evaluate_residual, run_residual_plc  # noqa: E402
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiomae.cli import OneLineParser, run_guarded  # noqa: E402
-from audiomae.commands.pretrain import add_arguments, load_config, main  # noqa: E402
+from audiomae.commands.pretrain import add_arguments, main  # noqa: E402
+from audiomae.train.config import load_config  # noqa: E402
 
 if __name__ == "__main__":
     parser = OneLineParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from audiomae.classify import FinetuneSettings
-from audiomae.commands.pretrain import load_config
+from audiomae.train.config import load_config
 from audiomae.train.plc import PLCSettings
 from audiomae.train.pretrain import PretrainSettings
 

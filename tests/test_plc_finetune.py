@@ -77,7 +77,7 @@ def test_target_weight_counts_the_target_column_more():
     heavy, _ = weighted.training_step(waves, step)
     # The same draw, recomputed by hand: target columns weigh 4, other lost columns 1.
     from audiomae.train import distributed as dist_utils
-    from audiomae.train.pretrain import derive_seed
+    from audiomae.train.task import derive_seed
 
     lossy, clean, mask, target = weighted.prepare(
         waves, derive_seed(3, step, dist_utils.rank()), targets=True
@@ -118,7 +118,7 @@ def test_energy_weights_favour_the_loud_bands_of_each_frame():
     weighted, _ = PLCFinetuneTask(model, seed=3, energy_gamma=1.0).training_step(waves, 2)
     from audiomae.features import patchify
     from audiomae.train import distributed as dist_utils
-    from audiomae.train.pretrain import derive_seed
+    from audiomae.train.task import derive_seed
 
     lossy, clean, mask = task.prepare(waves, derive_seed(3, 2, dist_utils.rank()))
     torch.manual_seed(0)

@@ -11,9 +11,10 @@ from audiomae.features import NormStats, patchify
 from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.train import TrainConfig, fit
 from audiomae.train import precision as prec
+from audiomae.train.data import SyntheticSpeech
 from audiomae.train.plc import PLCFinetuneTask
 from audiomae.train.plc_residual import ResidualPLCTask
-from audiomae.train.pretrain import MAEPretrainTask, SyntheticSpeech
+from audiomae.train.pretrain import MAEPretrainTask
 from audiomae.vocoder import Vocoder, VocoderTask, vocoder_preset
 
 TINY = dict(enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)

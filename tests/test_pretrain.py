@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from audiomae.commands.pretrain import apply_overrides, load_config
 from audiomae.model import AudioMAE
+from audiomae.train.config import apply_overrides, load_config
+from audiomae.train.data import SyntheticSpeech
 from audiomae.train.pretrain import (
     MAEPretrainTask,
     PretrainSettings,
-    SyntheticSpeech,
     build_model,
     neighbour_baseline,
     run_pretraining,

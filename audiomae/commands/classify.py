@@ -52,7 +52,7 @@ def main(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
 
 
 def run_finetune_command(args: argparse.Namespace) -> int:
-    from audiomae.commands.pretrain import load_config
+    from audiomae.train.config import load_config
 
     main(load_config(args.config, args.overrides), resume=args.resume)
     return 0

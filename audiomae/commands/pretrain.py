@@ -12,46 +12,6 @@ from pathlib import Path
 from typing import Any
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted ``key=value`` pairs in a nested dict (a copy); values parsed as YAML."""
-    import copy
-
-    import yaml
-
-    cfg = copy.deepcopy(cfg)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override '{item}' is not of the form key=value")
-        node = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                # "data=PATH" style shorthands become their section's main key.
-                child = node[part] = {"train": child} if part == "data" else {}
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
-    return cfg
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
-    import yaml
-
-    cfg: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-        cfg = loaded or {}
-    return apply_overrides(cfg, list(overrides))
-
-
 def main(cfg: dict[str, Any], resume: bool = False):
     from audiomae.audio import check_outputs
     from audiomae.train.pretrain import PretrainSettings, run_pretraining
@@ -84,5 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from audiomae.train.config import load_config
+
     main(load_config(args.config, args.overrides), resume=args.resume)
     return 0

@@ -1,8 +1,11 @@
-"""Training hyper-parameters shared by every model family (MAE pretraining, vocoder, fine-tunes)."""
+"""Training hyper-parameters shared by every model family (MAE pretraining, vocoder, fine-tunes),
+and the YAML run configs (a file plus ``key=value`` overrides) that recipes and the CLI read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from audiomae.train.precision import PRECISIONS
 
@@ -72,3 +75,44 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0")
         # YAML gives lists; keep the frozen config hashable and comparable.
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` pairs in a nested dict (a copy); values parsed as YAML."""
+    import copy
+
+    import yaml
+
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override '{item}' is not of the form key=value")
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                # "data=PATH" style shorthands become their section's main key.
+                child = node[part] = {"train": child} if part == "data" else {}
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (empty for None) with ``overrides`` applied."""
+    import yaml
+
+    cfg: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        cfg = loaded or {}
+    return apply_overrides(cfg, list(overrides))

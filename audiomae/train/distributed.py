@@ -2,8 +2,7 @@
 
 The loop averages gradients with one all-reduce per step instead of wrapping the model in
 DistributedDataParallel: DDP only synchronises through ``forward()``, while tasks call model
-methods such as ``encode``/``decode`` directly. :func:`wrap_ddp` is here for code that wants
-the standard wrapper anyway.
+methods such as ``encode``/``decode`` directly.
 """
 
 from __future__ import annotations
@@ -111,13 +110,6 @@ def average_gradients(params: list[nn.Parameter]) -> None:
         n = g.numel()
         g.copy_(flat[offset : offset + n].view_as(g))
         offset += n
-
-
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    if not info().enabled:
-        return model
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def default_device(dist_info: DistInfo | None = None) -> torch.device:

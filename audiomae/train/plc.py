@@ -33,14 +33,9 @@ from audiomae.masking import MaskResult, packet_loss_mask
 from audiomae.model import AudioMAE
 from audiomae.train import distributed as dist_utils
 from audiomae.train.config import TrainConfig
-from audiomae.train.pretrain import (
-    DataSettings,
-    _datasets,
-    _val_batches,
-    _val_dataset,
-    derive_seed,
-    save_spectrogram_plot,
-)
+from audiomae.train.data import DataSettings, audio_datasets, norm_stats_from, val_dataset, validation_batches
+from audiomae.train.plots import save_spectrogram_plot
+from audiomae.train.task import derive_seed
 
 VAL_SEED = 777
 
@@ -279,7 +274,6 @@ def _window_data(s: PLCSettings) -> DataSettings:
 def run_plc_finetune(s: PLCSettings, resume: bool = False):
     """Fine-tune (or train from scratch) an AudioMAE for PLC; returns the TrainResult."""
     from audiomae.train.loop import fit
-    from audiomae.train.pretrain import norm_stats_from
 
     if s.threads:
         torch.set_num_threads(s.threads)
@@ -295,8 +289,8 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
         raise ValueError(
             f"context of {s.context_packets} packets exceeds the model's {model.cfg.max_frames} frames"
         )
-    train, val = _datasets(data, model.feature_cfg.sample_rate, s.train.seed)
-    val_batches = _val_batches(val, data.val_clips, s.train.batch_size)
+    train, val = audio_datasets(data, model.feature_cfg.sample_rate, s.train.seed)
+    val_batches = validation_batches(val, data.val_clips, s.train.batch_size)
     if not s.init:
         norm = norm_stats_from(train, LogMel(model.feature_cfg), data.norm_files, seed=s.train.seed)
         model = AudioMAE(model.cfg, features=model.feature_cfg, norm=norm)
@@ -327,6 +321,6 @@ def evaluate_plc(model_dir: str | os.PathLike, s: PLCSettings) -> dict[str, floa
 
     model = AudioMAE.from_pretrained(model_dir).eval()
     data = _window_data(s)
-    val = _val_dataset(data, model.feature_cfg.sample_rate, s.train.seed)
+    val = val_dataset(data, model.feature_cfg.sample_rate, s.train.seed)
     task = PLCFinetuneTask(model, s.masks, seed=s.train.seed)
-    return validation_metrics(task, _val_batches(val, data.val_clips, s.train.batch_size))
+    return validation_metrics(task, validation_batches(val, data.val_clips, s.train.batch_size))

@@ -31,7 +31,7 @@ from audiomae.masking import burst_position, packet_loss_mask
 from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.train.config import TrainConfig
 from audiomae.train.plc_pool import load_pool
-from audiomae.train.pretrain import derive_seed
+from audiomae.train.task import derive_seed
 
 LOG_FLOOR = math.log(1e-8)  # FeatureConfig.log_floor: no log-mel value lies below it
 

@@ -8,31 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from audiomae.audio import atomic_write
 from audiomae.config import FeatureConfig, from_dict, model_preset
-from audiomae.features import LogMel, NormStats, compute_norm_stats, patchify, unpatchify
+from audiomae.features import LogMel, NormStats, patchify, unpatchify
 from audiomae.masking import MaskResult, random_mask
 from audiomae.model import AudioMAE
 from audiomae.train import distributed as dist_utils
 from audiomae.train.config import TrainConfig
+from audiomae.train.data import (
+    DataSettings,
+    SyntheticSpeech,
+    audio_datasets,
+    norm_stats_from,
+    validation_batches,
+)
+from audiomae.train.plots import save_spectrogram_plot
+from audiomae.train.task import derive_seed
 
 VAL_SEED = 20240229  # validation masks are fixed so validation losses are comparable across steps
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (nearby steps get unrelated streams)."""
-    return int(
-        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
-    )
 
 
 class MAEPretrainTask:
@@ -99,26 +97,6 @@ class MAEPretrainTask:
         self.model.save_pretrained(directory, extra={"pretrain": {"mask_ratio": self.mask_ratio}})
 
 
-def save_spectrogram_plot(specs: list[np.ndarray], titles: list[str], path: str | os.PathLike) -> None:
-    """Stacked spectrogram panels as a PNG (matplotlib Agg, no pyplot global state)."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cmap = colormaps["magma"].with_extremes(bad="#777777")  # masked patches are NaN: grey
-    fig = Figure(figsize=(10, 2.2 * len(specs)), layout="constrained")
-    FigureCanvasAgg(fig)
-    finite = np.concatenate([s[np.isfinite(s)].ravel() for s in specs])
-    vmin, vmax = np.percentile(finite, [1, 99.5]) if finite.size else (0, 1)
-    for i, (s, title) in enumerate(zip(specs, titles)):
-        ax = fig.add_subplot(len(specs), 1, i + 1)
-        ax.imshow(s, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("mel bin")
-    ax.set_xlabel("frame (10 ms)")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-
-
 def neighbour_baseline(patches: torch.Tensor, mask: torch.Tensor, grid_f: int) -> torch.Tensor:
     """Trivial predictor for masked patches ``(B, N, P)``: the mean of the nearest visible patch
     before and after it in time in the same frequency row; if the row has none visible, the mean
@@ -152,25 +130,6 @@ def neighbour_baseline(patches: torch.Tensor, mask: torch.Tensor, grid_f: int) -
 
 # ---- settings and the pretraining entry point ------------------------------------------------
 @dataclass(frozen=True)
-class DataSettings:
-    """``train``: folder, manifest, or ``"synthetic"``. ``val``: folder/manifest for validation
-    (None: a fixed hash split of ``train`` with ``val_fraction``). ``fallback_synthetic``: use
-    synthetic audio (with a warning) when ``train`` does not exist, for quick smoke runs."""
-
-    train: str = "synthetic"
-    val: str | None = None
-    val_fraction: float = 0.05
-    clip_seconds: float = 2.0
-    val_clips: int = 32
-    norm_files: int = 64
-    synthetic_items: int = 256
-    fallback_synthetic: bool = False
-    # Training items per file and epoch, each its own random crop: lets a large batch (one
-    # GPU) draw from a small corpus. 1: each file once per epoch.
-    crops_per_file: int = 1
-
-
-@dataclass(frozen=True)
 class PretrainSettings:
     data: DataSettings = field(default_factory=DataSettings)
     preset: str = "tiny"  # YAML: model.preset
@@ -193,90 +152,6 @@ class PretrainSettings:
         return from_dict(cls, d, sections, what="pretraining settings")
 
 
-class SyntheticSpeech(Dataset):
-    """Speech-like synthetic clips (harmonic glides with syllable envelopes, noise bursts and
-    pauses), a pure function of (seed, epoch, index): smoke tests and runs without data."""
-
-    def __init__(
-        self, n: int, clip_seconds: float, sample_rate: int = 16000, seed: int = 0, vary: bool = True
-    ):
-        self.n, self.sr, self.seed, self.vary = n, sample_rate, seed, vary
-        self.samples = int(round(clip_seconds * sample_rate))
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, self.epoch if self.vary else 0, index])
-        t = np.arange(self.samples) / self.sr
-        f0 = rng.uniform(90, 260) * (
-            1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t + rng.uniform(0, 6))
-        )
-        phase = 2 * np.pi * np.cumsum(f0) / self.sr
-        tilt = rng.uniform(0.6, 1.2)
-        voiced = sum(np.sin(k * phase) / k**tilt for k in range(1, 25) if k * f0.max() < self.sr / 2)
-        syll = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, None) ** 1.5
-        noise = rng.standard_normal(self.samples) * (syll < 0.05) * rng.uniform(0.0, 0.3)
-        x = 0.15 * syll * voiced + 0.05 * noise + 1e-3 * rng.standard_normal(self.samples)
-        return torch.from_numpy(x.astype(np.float32))
-
-
-def _train_source(d: DataSettings) -> str:
-    """The training folder, or "synthetic" (asked for, or standing in for a missing folder)."""
-    if d.train != "synthetic" and not Path(d.train).exists():
-        if not d.fallback_synthetic:
-            raise FileNotFoundError(f"training data not found: {d.train}")
-        warnings.warn(f"{d.train} not found; pretraining on synthetic audio instead", stacklevel=3)
-        return "synthetic"
-    return d.train
-
-
-def _val_dataset(d: DataSettings, sr: int, seed: int, train_src: str | None = None) -> Dataset:
-    """The validation clips alone (no training audio is read)."""
-    from audiomae.data import AudioDataset
-
-    train_src = train_src or _train_source(d)
-    if train_src == "synthetic":
-        return SyntheticSpeech(d.val_clips, d.clip_seconds, sr, seed=seed + 1, vary=False)
-    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed, random_crop=False)
-    if d.val is not None:
-        return AudioDataset(d.val, **common)
-    return AudioDataset(train_src, split="val", val_fraction=d.val_fraction, **common)
-
-
-def _datasets(d: DataSettings, sr: int, seed: int) -> tuple[Dataset, Dataset]:
-    from audiomae.data import AudioDataset
-
-    train_src = _train_source(d)
-    val = _val_dataset(d, sr, seed, train_src)
-    if train_src == "synthetic":
-        return SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed), val
-    common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed, crops_per_file=d.crops_per_file)
-    if d.val is not None:
-        return AudioDataset(train_src, **common), val
-    return AudioDataset(train_src, split="train", val_fraction=d.val_fraction, **common), val
-
-
-def norm_stats_from(dataset: Dataset, frontend: LogMel, max_files: int, seed: int = 0) -> NormStats:
-    """Dataset mean/std of log-mel values from up to ``max_files`` items (whole files when the
-    dataset can give them)."""
-    n = len(dataset)
-    idx = np.random.default_rng(seed).permutation(n)[: min(n, max_files)]
-    whole = getattr(dataset, "waveform", None)
-
-    def waves():
-        for i in idx:
-            w = whole(int(i)) if whole is not None else dataset[int(i)]
-            if w is not None:
-                yield w
-
-    return compute_norm_stats(waves(), frontend)
-
-
 def build_model(s: PretrainSettings, norm: NormStats | None = None) -> AudioMAE:
     features = from_dict(FeatureConfig, {"n_mels": 80, **s.features})
     overrides = {"n_mels": features.n_mels, **s.model}
@@ -290,12 +165,6 @@ def build_model(s: PretrainSettings, norm: NormStats | None = None) -> AudioMAE:
     return AudioMAE(cfg, features=features, norm=norm)
 
 
-def _val_batches(val: Dataset, clips: int, batch_size: int) -> list[torch.Tensor]:
-    items = [val[i] for i in range(min(clips, len(val)))]
-    items = [it[0] if isinstance(it, tuple) else it for it in items]
-    return [torch.stack(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-
-
 def run_pretraining(s: PretrainSettings, resume: bool = False):
     """Build data, model and task from ``s`` and train with :func:`audiomae.train.fit`.
 
@@ -307,7 +176,7 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
         torch.set_num_threads(s.threads)
     info = dist_utils.init_distributed()
     probe = build_model(s)
-    train, val = _datasets(s.data, probe.feature_cfg.sample_rate, s.train.seed)
+    train, val = audio_datasets(s.data, probe.feature_cfg.sample_rate, s.train.seed)
     norm = norm_stats_from(train, LogMel(probe.feature_cfg), s.data.norm_files, seed=s.train.seed)
     torch.manual_seed(s.train.seed)
     model = build_model(s, norm)
@@ -317,7 +186,7 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
             f"{len(val)} validation; norm mean {norm.mean:.3f} std {norm.std:.3f}"
         )
     task = MAEPretrainTask(model, s.mask_ratio, seed=s.train.seed)
-    val_batches = _val_batches(val, s.data.val_clips, s.train.batch_size)
+    val_batches = validation_batches(val, s.data.val_clips, s.train.batch_size)
     result = fit(task, train, val_batches, s.train, s.out_dir, resume=resume)
     if s.export and info.rank == 0:
         AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(

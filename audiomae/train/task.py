@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,7 +17,7 @@ class Task(Protocol):
     Batches arrive already on the training device. ``step`` passed to :meth:`training_step`
     counts micro-batches (it equals the optimiser step when ``grad_accum == 1``) and is a
     pure function of training progress: derive any randomness (masks, augmentation) from
-    ``torch.Generator().manual_seed(f(seed, step, rank))`` and a resumed run reproduces it.
+    ``torch.Generator().manual_seed(derive_seed(seed, step, rank))`` and a resumed run reproduces it.
     Under DDP the loop averages gradients itself, so a task may call any model method, not
     only ``forward``.
 
@@ -39,6 +40,13 @@ class Task(Protocol):
     def save_pretrained(self, directory: str | Path) -> None:
         """Export the trained model as a self-describing checkpoint (audiomae.checkpoint)."""
         ...
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (nearby steps get unrelated streams)."""
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
 
 
 def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
