@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,23 @@ def _check_constants() -> None:
 _check_constants()
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+
+
+def find_audio(
+    root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS, required: bool = False
+) -> list[Path]:
+    """Audio files under the folder ``root`` (recursive, sorted), by extension (any case).
+
+    FileNotFoundError when ``root`` is not a folder; with ``required``, ValueError when it
+    holds no audio file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {root}")
+    exts = {e.lower() for e in extensions}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    if required and not files:
+        raise ValueError(f"{root}: no audio files ({', '.join(extensions)})")
+    return files
 
 
 def validate_waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:

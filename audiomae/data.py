@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from audiomae.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
+from audiomae.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, find_audio, load_audio
 
 SPLITS = ("all", "train", "val")
 
@@ -27,14 +27,6 @@ SPLITS = ("all", "train", "val")
 class AudioItem:
     path: Path
     label: str | None = None
-
-
-def find_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files under ``root`` (recursive, sorted), by extension."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 def read_manifest(path: str | os.PathLike) -> list[AudioItem]:

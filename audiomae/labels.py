@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiomae.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
+from audiomae.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, find_audio, load_audio
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,6 @@ class LabelSet:
         return self.subset(sorted(keep))
 
 
-def _audio_files(directory: Path, extensions: Sequence[str]) -> list[Path]:
-    exts = {e.lower() for e in extensions}
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-
-
 def _check_dir(root: str | os.PathLike) -> Path:
     root = Path(root)
     if not root.exists():
@@ -186,7 +181,7 @@ def from_folders(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTE
     clips: list[Clip] = []
     empty: list[str] = []
     for d in class_dirs:
-        files = _audio_files(d, extensions)
+        files = find_audio(d, extensions)
         if not files:
             empty.append(d.name)
         clips.extend(Clip(p, (d.name,)) for p in files)
@@ -300,7 +295,7 @@ def from_pattern(
         raise ValueError(f"pattern {pattern!r} has no field '{label}' (fields: {list(regex.groupindex)})")
     clips: list[Clip] = []
     unmatched: list[str] = []
-    for path in _audio_files(root, extensions):
+    for path in find_audio(root, extensions):
         m = regex.fullmatch(path.name)
         if m is None:
             unmatched.append(path.name)

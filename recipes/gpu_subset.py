@@ -15,7 +15,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from audiomae.data import find_audio
+from audiomae.audio import find_audio
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/librispeech"
 

@@ -19,19 +19,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio  # noqa: E402
+from audiomae.audio import SAMPLE_RATE, find_audio, load_audio  # noqa: E402
 from audiomae.train import TrainConfig, fit  # noqa: E402
 from audiomae.vocoder import RandomCrops, Vocoder, VocoderTask, vocoder_preset  # noqa: E402
-
-
-def list_audio(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-    if not files:
-        raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    return files
 
 
 def main(cfg: dict) -> None:
@@ -39,7 +29,7 @@ def main(cfg: dict) -> None:
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    files = list_audio(data["train_dir"])[: data.get("max_files")]
+    files = find_audio(data["train_dir"], required=True)[: data.get("max_files")]
     n_val = int(data.get("val_files", 4))
     if len(files) <= n_val:
         raise ValueError(f"{data['train_dir']}: {len(files)} files, need more than val_files={n_val}")

@@ -51,3 +51,19 @@ def test_save_rejects_bad_audio_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         save_audio(tmp_path / "out.wav", np.array(["a"]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_find_audio_recurses_by_extension_and_names_failures(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/b/x.WAV", "a/y.flac", "z.ogg", "notes.txt", "a/b/c.wav.bak"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.wav").mkdir()  # a directory, not a file
+    found = audio.find_audio(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/b/x.WAV", "a/y.flac", "z.ogg"]
+    assert audio.find_audio(tmp_path, extensions=(".FLAC",)) == [tmp_path / "a" / "y.flac"]
+    (tmp_path / "empty").mkdir()
+    assert audio.find_audio(tmp_path / "empty") == []
+    with pytest.raises(ValueError, match="empty: no audio files"):
+        audio.find_audio(tmp_path / "empty", required=True)
+    with pytest.raises(FileNotFoundError, match="audio folder not found"):
+        audio.find_audio(tmp_path / "missing")
