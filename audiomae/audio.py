@@ -133,14 +133,6 @@ def load_audio(path: str | os.PathLike, sr: int | None = SAMPLE_RATE, mono: bool
     return audio
 
 
-def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (no decoding)."""
-    import soundfile as sf
-
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
-
-
 # Audio files the library writes (16-bit PCM): extension -> soundfile format.
 AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".aiff": "AIFF", ".aif": "AIFF"}
 
