@@ -186,9 +186,9 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
 _STATE: dict = {}  # set before workers fork; read-only inside them
 
 
-def _run(item):
+def run_item(item):
     """One (args, setting, fraction, test speaker) run; args travel with the item so that one
-    pool can run several variants (benchmarks/fsdd_screen.py)."""
+    pool can run several variants (experiments/fsdd_screen.py)."""
     args, setting, frac, spk = item
     st = _STATE
     full = st["full"]
@@ -317,12 +317,12 @@ def main(argv=None) -> dict:
 
         # fork: workers inherit the loaded data instead of re-reading 2,500 files each.
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
-            outcomes = pool.map(_run, plan)
+            outcomes = pool.map(run_item, plan)
             for outcome in outcomes:
                 _collect(outcome, results, confusions, bar)
     else:
         for item in plan:
-            _collect(_run(item), results, confusions, bar)
+            _collect(run_item(item), results, confusions, bar)
     bar.close()
     total = time.perf_counter() - t_start
 

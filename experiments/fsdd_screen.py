@@ -153,7 +153,8 @@ def main(argv=None) -> dict:
         while queue or pending:
             while queue and len(pending) < a.jobs and time.perf_counter() < deadline:
                 item = queue.pop(0)
-                fut = pool.submit(fx._run, (item["args"], item["setting"], item["fraction"], item["fold"]))
+                job = (item["args"], item["setting"], item["fraction"], item["fold"])
+                fut = pool.submit(fx.run_item, job)
                 pending[fut] = item
             if not pending:
                 break

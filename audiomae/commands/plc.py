@@ -126,16 +126,13 @@ def run_conceal(args: argparse.Namespace) -> int:
 
 
 def _collect(inputs: list[str]) -> list[Path]:
-    from audiomae.audio import AUDIO_EXTENSIONS
+    from audiomae.audio import find_audio
 
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-            if not found:
-                raise ValueError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-            files.extend(found)
+            files.extend(find_audio(path, required=True))
         elif path.exists():
             files.append(path)
         else:

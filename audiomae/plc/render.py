@@ -106,10 +106,10 @@ class GriffinLimRenderer:
     def _stft(self, audio: np.ndarray, frames: int) -> torch.Tensor:
         import torch
 
-        from audiomae.vocoder import _stft
+        from audiomae.vocoder import stft
 
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
-        return _stft(x, self.feature_cfg, self._window)[..., :frames]
+        return stft(x, self.feature_cfg, self._window)[..., :frames]
 
     def _griffin_lim(self, mel, start, stop, audio, known, magnitude, init_audio=None) -> np.ndarray:
         import torch
@@ -195,7 +195,7 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         zero correction this is ``guide`` itself (an STFT / iSTFT round trip)."""
         import torch
 
-        from audiomae.vocoder import _istft
+        from audiomae.vocoder import istft
 
         delta = torch.as_tensor(delta, dtype=torch.float32)[0]
         frames = delta.shape[-1]
@@ -207,7 +207,7 @@ class PitchGuidedRenderer(GriffinLimRenderer):
         scale = torch.ones(spec.shape[1:], dtype=power.dtype)
         # Bins no mel band covers keep their magnitude (a gain of one spread over the bands).
         scale[:, :frames] = (1 + self._spread @ (self._groups.T @ gain - 1)).clamp_min(0).sqrt()
-        wave = _istft(spec * scale[None], self.feature_cfg, self._window)[0]
+        wave = istft(spec * scale[None], self.feature_cfg, self._window)[0]
         hop = self.feature_cfg.hop_length
         out = wave[start * hop : stop * hop]
         return torch.nn.functional.pad(out, (0, (stop - start) * hop - out.numel())).numpy()

@@ -32,9 +32,6 @@ from audiomae.vocoder.model import (
 from audiomae.vocoder.spectral import istft, mel_to_linear_power, spectral_convergence, stft
 from audiomae.vocoder.task import VocoderTask
 
-# The names audiomae.plc.render imports.
-_stft, _istft = stft, istft
-
 __all__ = [
     "VocoderConfig",
     "VOCODER_PRESETS",
