@@ -3,7 +3,12 @@
     python recipes/build_plc_pool.py recipes/configs/plc_pool/speech.yaml
 
 Each window holds the clean log-mel and the log-mel of what the MAE-free concealer (``lpc``)
-plays over it under a drawn loss pattern (see ``audiomae/train/plc_pool.py``). Shards already
+plays over it under a drawn loss pattern (see ``audiomae/train/plc_pool.py``). A config with a
+``model`` key instead records the windows from the streaming concealer running that residual
+model (``audiomae/train/plc_record.py``):
+
+    python recipes/build_plc_pool.py recipes/configs/plc_pool/recorded.yaml
+ Shards already
 written are kept, so a killed build resumes; ``--worker I --workers N`` splits the shards
 between N processes. Overrides: ``n_windows=2000 out_dir=runs/pool_small``.
 """
@@ -20,6 +25,7 @@ from audiomae.config import from_dict  # noqa: E402
 from audiomae.train.config import load_config  # noqa: E402
 from audiomae.train.plc import PLCMaskSettings  # noqa: E402
 from audiomae.train.plc_pool import PoolSettings, SourceGroup, build_pool  # noqa: E402
+from audiomae.train.plc_record import RecordSettings, record_pool  # noqa: E402
 
 
 def settings_from(cfg: dict) -> tuple[PoolSettings, str]:
@@ -30,10 +36,26 @@ def settings_from(cfg: dict) -> tuple[PoolSettings, str]:
     return PoolSettings(groups=groups, masks=masks, **cfg), out_dir
 
 
+def record_settings_from(cfg: dict) -> tuple[RecordSettings, str]:
+    cfg = dict(cfg)
+    out_dir = cfg.pop("out_dir")
+    groups = tuple(SourceGroup(**g) for g in cfg.pop("groups"))
+    exclude = tuple(SourceGroup(**g) for g in cfg.pop("exclude", []))
+    tuples = {
+        k: tuple(cfg.pop(k))
+        for k in ("rate", "burst", "lookahead_probs", "conditions", "lookaheads")
+        if k in cfg
+    }
+    return RecordSettings(groups=groups, exclude=exclude, **tuples, **cfg), out_dir
+
+
 def main(cfg: dict, worker: int = 0, workers: int = 1) -> Path:
     import torch
 
     torch.set_num_threads(cfg.pop("threads", 1))
+    if "model" in cfg:
+        settings, out_dir = record_settings_from(cfg)
+        return record_pool(settings, out_dir, worker=worker, workers=workers)
     settings, out_dir = settings_from(cfg)
     return build_pool(settings, out_dir, worker=worker, workers=workers)
 

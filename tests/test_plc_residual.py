@@ -219,3 +219,51 @@ def test_correction_is_the_same_in_numpy_and_torch():
     b = NumpyRenderer(n_iter=0, gain_groups=None).correct(delta, 6, 9, guide)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert np.abs(a - guide[960:1440]).max() > 1e-3
+
+
+def test_recorded_windows_are_what_the_streaming_concealer_asks(tmp_path):
+    """Recorded windows: received columns far from a loss hold the clean signal, lost columns
+    the concealer's own continuation, the target is the window's last lost packet before its
+    lookahead, the exclusions hold, and a shard is the same when recorded again."""
+    from audiomae.train.plc_record import RecordSettings, record_pool
+
+    for i in range(4):
+        save_audio(tmp_path / "audio" / f"v{i}.wav", voiced(2.0, f0=100 + 25 * i, seed=i) * 0.3)
+    model = ResidualPLCMAE.from_mae(AudioMAE.from_preset("tiny", max_frames=64))
+    model.save_pretrained(tmp_path / "model")
+    group = SourceGroup(name="voiced", path=str(tmp_path / "audio"))
+    held_out = SourceGroup(name="out", path=str(tmp_path / "audio"), every=4, count=1)
+    s = RecordSettings(
+        groups=(group,),
+        exclude=(held_out,),
+        model=str(tmp_path / "model"),
+        n_windows=16,
+        shard_size=8,
+        seconds=2.0,
+        augment=0.0,
+        rate=(0.15, 0.25),
+        burst=(1.5, 2.5),
+    )
+    record_pool(s, tmp_path / "a", progress=False)
+    pool = load_pool(tmp_path / "a")
+    assert pool["clean"].shape == pool["played"].shape == (16, 80, 48)
+    lost, target, la = pool["lost"], pool["target"].astype(int), pool["lookahead"].astype(int)
+    assert (target == 23 - np.maximum(la, 1)).all()
+    assert lost[np.arange(16), target].all()
+    clean, played = pool["clean"].astype(np.float32), pool["played"].astype(np.float32)
+    frames = np.repeat(lost, 2, axis=1)
+    near = np.zeros_like(frames)
+    for d in range(-4, 5):  # analysis windows that reach a lost packet
+        near |= np.roll(frames, d, axis=1)
+    far = ~near
+    far[:, -6:] = False  # the window's end: what follows it is unknown to the concealer
+    assert np.abs(clean - played).mean(axis=1)[far].max() < 0.05
+    assert np.abs(clean - played).mean(axis=1)[frames].mean() > 0.2
+    import json
+
+    meta = json.loads((tmp_path / "a" / "pool.json").read_text())
+    assert meta["groups"][0]["files"] == 3  # one of the four kept out
+    s2 = RecordSettings(**{**s.__dict__, "n_windows": 8})
+    record_pool(s2, tmp_path / "b", progress=False)
+    again = load_pool(tmp_path / "b")
+    assert np.array_equal(again["played"], pool["played"][:8]) and np.array_equal(again["lost"], lost[:8])

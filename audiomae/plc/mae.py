@@ -423,7 +423,7 @@ class MAEConcealer(StreamingConcealer):
             shaped = guide.copy()
             shaped[:gap] = s.hist_played[s.hist_played.size - gap :]
             mel = self._predict(wave, lost, cols, shaped, frames.start)[..., frames]
-            delta = np.array(mel - self._logmel(wave)[..., frames], dtype=np.float32)
+            delta = np.array(mel - self.window_logmel(wave)[..., frames], dtype=np.float32)
             delta[..., :left] = 0.0  # only the target packet's frames (and the tail's) change
             delta[..., stop - frames.start :] = 0.0
             audio = self.renderer.correct(delta, left, left + (stop - first), shaped)
@@ -500,7 +500,7 @@ class MAEConcealer(StreamingConcealer):
             mask = packet_loss_mask(torch.from_numpy(lost).unsqueeze(0), self.model.cfg.grid_f)
             return self.model.norm.denormalize(self.model.reconstruct(spec, mask, columns))
 
-    def _logmel(self, wave: np.ndarray):
+    def window_logmel(self, wave: np.ndarray):
         """The (not normalised) log-mel ``(1, F, T)`` of a window, as the MAE sees it."""
         if self.backend == "onnx":
             return self.frontend(wave[None])[..., : self.cfg.context_packets * self.frames_per_packet]

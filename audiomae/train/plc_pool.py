@@ -56,6 +56,9 @@ class SourceGroup:
     weight: float = 1.0
     prefix: str | None = None
     max_hours: float | None = None  # keep a random subset of about this many hours (data-size curves)
+    every: int = 1  # of the sorted files, every ``every``-th from ``offset``, at most ``count``
+    offset: int = 0
+    count: int | None = None
 
     def files(self, seed: int) -> tuple[list[Path], float]:
         """(files, hours) of this group."""
@@ -69,6 +72,7 @@ class SourceGroup:
                     if self.prefix and not row["path"].startswith(self.prefix):
                         continue
                     found.append((path.parent / row["path"], float(row["duration_s"])))
+        found = found[self.offset :: self.every][: self.count]
         if not found:
             raise FileNotFoundError(f"source group {self.name!r}: no audio under {self.path}")
         rng = np.random.default_rng([seed, len(found)])
@@ -150,7 +154,8 @@ def conceal_window(
     return out[preroll * SAMPLES_PER_PACKET :]
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """One shard of plain arrays, written atomically."""
     def write(tmp):
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -233,7 +238,7 @@ def build_pool(
             lookahead=np.asarray(lookaheads[:n], dtype=np.int8),
             group=np.asarray(groups[:n], dtype=np.int16),
         )
-        _save_npz(path, arrays)
+        save_shard(path, arrays)
         if progress:
             print(f"shard {k + 1}/{n_shards} written ({time.time() - t0:.0f} s)", flush=True)
     return out
