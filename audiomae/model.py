@@ -6,6 +6,7 @@ Input spectrograms are normalised log-mel ``(B, F, T)``; T may be shorter than
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -303,9 +304,25 @@ class ResidualPLCMAE(AudioMAE):
     BURST_POSITIONS = 8
 
     def __init__(
-        self, cfg: ModelConfig, features: FeatureConfig | None = None, norm: NormStats | None = None
+        self,
+        cfg: ModelConfig,
+        features: FeatureConfig | None = None,
+        norm: NormStats | None = None,
+        level_offset: list[float] | None = None,
     ) -> None:
         super().__init__(cfg, features, norm)
+        # Subtracted from the prediction's level at lost columns, per burst position (natural-log
+        # power, all bands alike): a calibration measured on training windows
+        # (:func:`audiomae.train.plc_residual.calibrate_levels`), kept in the JSON config.
+        offset = torch.zeros(self.BURST_POSITIONS)
+        if level_offset is not None:
+            if len(level_offset) != self.BURST_POSITIONS:
+                raise ValueError(f"level_offset needs {self.BURST_POSITIONS} values, got {len(level_offset)}")
+            values = [float(v) for v in level_offset]
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"level_offset must be finite, got {level_offset}")
+            offset = torch.tensor(values)
+        self.register_buffer("level_offset", offset, persistent=False)
         # One token per burst position (1, 2, ..., the last for all deeper ones): how far into
         # a burst a column is decides how far the concealment has drifted from the speech.
         self.lost_token = nn.Parameter(torch.zeros(1, self.BURST_POSITIONS, cfg.enc_dim))
@@ -335,6 +352,14 @@ class ResidualPLCMAE(AudioMAE):
         tokens = torch.cat([torch.zeros_like(self.lost_token[:, :1]), self.lost_token], dim=1)[0]
         return tokens[pos].repeat_interleave(gf, dim=1)
 
+    def level_shift(self, lost: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool lost patches -> (B, N, 1): what the prediction's normalised patches lose
+        to :attr:`level_offset` (zero at received patches)."""
+        gf = self.cfg.grid_f
+        pos = burst_position(lost.reshape(lost.shape[0], -1, gf)[..., 0]).clamp_max(self.BURST_POSITIONS)
+        table = torch.cat([self.level_offset.new_zeros(1), self.level_offset]) / self.norm.std
+        return table[pos].repeat_interleave(gf, dim=1).unsqueeze(-1)
+
     def _encode_all(self, patches: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
         n = patches.shape[1]
         x = self.patch_embed(patches) + self.enc_pos[:n]
@@ -363,6 +388,9 @@ class ResidualPLCMAE(AudioMAE):
         patches = self._checked_patches(spec, mask, columns)
         delta, lo = self._decode_all(self._encode_all(patches, mask.mask), mask.mask, columns)
         gf = self.cfg.grid_f
+        if bool(self.level_offset.any()):
+            shift = self.level_shift(mask.mask)
+            delta = delta - shift[:, lo * gf : lo * gf + delta.shape[1]].to(delta.dtype)
         if columns is None:
             return patches, patches + delta
         start, stop = columns
@@ -380,21 +408,30 @@ class ResidualPLCMAE(AudioMAE):
 def _describe(model: AudioMAE) -> dict:
     from dataclasses import asdict
 
-    return {
+    out = {
         "model": asdict(model.cfg),
         "features": asdict(model.feature_cfg),
         "norm": {"mean": model.norm.mean, "std": model.norm.std},
     }
+    if isinstance(model, ResidualPLCMAE) and bool(model.level_offset.any()):
+        out["residual"] = {"level_offset": [round(float(v), 6) for v in model.level_offset]}
+    return out
 
 
 def _build(config: dict) -> AudioMAE:
     from audiomae.config import from_dict
 
-    cls = ResidualPLCMAE if config.get("kind") == "residual_plc" else AudioMAE
-    return cls(
-        from_dict(ModelConfig, config["model"]),
+    args = dict(
         features=from_dict(FeatureConfig, config["features"]),
         norm=NormStats(**config["norm"]),
+    )
+    if config.get("kind") != "residual_plc":
+        return AudioMAE(from_dict(ModelConfig, config["model"]), **args)
+    residual = config.get("residual", {})
+    if not isinstance(residual, dict) or set(residual) - {"level_offset"}:
+        raise ValueError(f"residual section: expected {{'level_offset': [...]}}, got {residual!r}")
+    return ResidualPLCMAE(
+        from_dict(ModelConfig, config["model"]), level_offset=residual.get("level_offset"), **args
     )
 
 

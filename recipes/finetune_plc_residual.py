@@ -5,7 +5,9 @@
 Needs the window pools (``recipes/build_plc_pool.py``). Each invocation adds a stage to
 ``out_dir`` that starts from the previous stage's model (else from ``init``); ``--resume``
 continues a killed stage. ``--evaluate MODEL_DIR`` trains nothing and prints MODEL_DIR's
-validation figures beside the continuation's. Overrides: ``train.time_limit_s=600``.
+validation figures beside the continuation's. ``--calibrate MODEL_DIR --out DIR`` writes a copy
+of MODEL_DIR whose level offset per burst position is its mean level error on the training
+pool (``calibrate_levels``). Overrides: ``train.time_limit_s=600``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiomae.commands.pretrain import add_arguments  # noqa: E402
 from audiomae.train.config import load_config  # noqa: E402
-from audiomae.train.plc_residual import ResidualPLCSettings, evaluate_residual, run_residual_plc  # noqa: E402
+from audiomae.train.plc_residual import (  # noqa: E402
+    ResidualPLCSettings,
+    calibrate_levels,
+    evaluate_residual,
+    load_residual,
+    run_residual_plc,
+)
 
 
 def main(cfg: dict, resume: bool = False):
@@ -28,13 +36,35 @@ def main(cfg: dict, resume: bool = False):
     return result
 
 
+def calibrate(model_dir: str, out: str, s: ResidualPLCSettings, windows: int) -> None:
+    import torch
+
+    from audiomae.train.plc_pool import load_pool
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    model = load_residual(model_dir)
+    pool = {k: v[:windows] for k, v in load_pool(s.pool, list(s.groups) if s.groups else None).items()}
+    offset = calibrate_levels(model, pool)
+    db = ", ".join(f"{10 * v / 2.302585:+.2f}" for v in offset)
+    print(f"level offset by burst position 1..{len(offset)} (dB, from {len(pool['target'])} windows): {db}")
+    model.save_pretrained(out, extra={"calibrated_on": {"pool": s.pool, "windows": len(pool["target"])}})
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--evaluate", metavar="MODEL_DIR", help="only report MODEL_DIR's validation figures")
+    parser.add_argument("--calibrate", metavar="MODEL_DIR", help="write a level-calibrated copy to --out")
+    parser.add_argument("--out", help="where --calibrate writes")
+    parser.add_argument("--windows", type=int, default=20000, help="training windows --calibrate uses")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
-    if args.evaluate:
+    if args.calibrate:
+        if not args.out:
+            parser.error("--calibrate needs --out")
+        calibrate(args.calibrate, args.out, ResidualPLCSettings.from_dict(cfg), args.windows)
+    elif args.evaluate:
         figures = evaluate_residual(args.evaluate, ResidualPLCSettings.from_dict(cfg))
         print(f"{args.evaluate}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
     else:

@@ -267,3 +267,36 @@ def test_recorded_windows_are_what_the_streaming_concealer_asks(tmp_path):
     record_pool(s2, tmp_path / "b", progress=False)
     again = load_pool(tmp_path / "b")
     assert np.array_equal(again["played"], pool["played"][:8]) and np.array_equal(again["lost"], lost[:8])
+
+
+def test_level_calibration_removes_the_mean_level_error_and_travels_in_the_config(pools, tmp_path):
+    """calibrate_levels measures the prediction's mean level error per burst position on
+    training windows and subtracts it: afterwards the error's mean is zero at every position
+    with enough targets; the offset is saved in the JSON config, loads back, reaches the ONNX
+    export's graph, and a bad one is refused."""
+    from audiomae.train.plc_residual import calibrate_levels, level_bias
+
+    model = ResidualPLCMAE.from_mae(_tiny())
+    with torch.no_grad():
+        model.dec_pred.bias.fill_(0.3)  # a model that plays every lost column too loud
+    pool = load_pool(pools / "train")
+    before = level_bias(model, pool)
+    offset = calibrate_levels(model, pool, min_count=1)
+    after = level_bias(model, pool)
+    seen = before[:, 1] > 0
+    assert (np.abs(before[seen, 0]) > 0.1).all()
+    np.testing.assert_allclose(after[seen, 0], 0.0, atol=1e-4)
+    np.testing.assert_allclose(offset[seen], before[seen, 0], rtol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    back = AudioMAE.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(back.level_offset, model.level_offset)
+    spec = torch.from_numpy(pool["played"][:2].astype(np.float32))
+    mask = packet_loss_mask(torch.from_numpy(pool["lost"][:2]), model.cfg.grid_f)
+    norm = model.norm.normalize(spec)
+    torch.testing.assert_close(back.reconstruct(norm, mask), model.reconstruct(norm, mask))
+    part = model.reconstruct(norm, mask, (16, 24))[..., 32:]
+    torch.testing.assert_close(part, model.reconstruct(norm, mask)[..., 32:])
+    with pytest.raises(ValueError, match="level_offset"):
+        ResidualPLCMAE(model.cfg, level_offset=[0.0] * 3)
+    with pytest.raises(ValueError, match="finite"):
+        ResidualPLCMAE(model.cfg, level_offset=[float("nan")] * 8)

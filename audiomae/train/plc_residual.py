@@ -212,6 +212,7 @@ def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
         torch.set_num_threads(s.threads)
     stage, start = starting_point(s, resume)
     model = load_residual(s.init if start == "resume" else start)
+    model.level_offset.zero_()  # a calibration is measured after training (calibrate_levels)
     model.train()
     train = PoolDataset(load_pool(s.pool, list(s.groups) if s.groups else None))
     val_batches = _val_batches(s)
@@ -271,3 +272,44 @@ def evaluate_residual(model_dir: str | os.PathLike, s: ResidualPLCSettings) -> d
         context_weight=s.context_weight,
     )
     return validation_metrics(task, _val_batches(s))
+
+
+@torch.no_grad()
+def level_bias(model: ResidualPLCMAE, pool: dict[str, np.ndarray], batch_size: int = 200) -> np.ndarray:
+    """(BURST_POSITIONS, 2): per burst position of the target packet (the last counts all
+    deeper ones), the mean error of the prediction's frame level against the clean one
+    (natural-log power, summed over bands) and the number of targets."""
+    model.eval()
+    n = len(pool["target"])
+    sums = np.zeros((model.BURST_POSITIONS, 2))
+    fpp = model.cfg.patch_t
+    for i in range(0, n, batch_size):
+        part = slice(i, min(i + batch_size, n))
+        played = torch.from_numpy(pool["played"][part].astype(np.float32))
+        clean = torch.from_numpy(pool["clean"][part].astype(np.float32))
+        lost = torch.from_numpy(pool["lost"][part])
+        target = torch.from_numpy(pool["target"][part].astype(np.int64))
+        pred = model.norm.denormalize(
+            model.reconstruct(model.norm.normalize(played), packet_loss_mask(lost, model.cfg.grid_f))
+        )
+        frames = target[:, None] * fpp + torch.arange(fpp)[None, :]  # (B, fpp)
+        index = frames[:, None, :].expand(-1, pred.shape[1], -1)
+        err = (torch.logsumexp(pred.gather(2, index), 1) - torch.logsumexp(clean.gather(2, index), 1)).mean(1)
+        pos = burst_position(lost).gather(1, target[:, None])[:, 0].clamp(1, model.BURST_POSITIONS)
+        np.add.at(sums[:, 0], pos.numpy() - 1, err.numpy())
+        np.add.at(sums[:, 1], pos.numpy() - 1, 1)
+    sums[:, 0] /= np.maximum(sums[:, 1], 1)
+    return sums
+
+
+def calibrate_levels(model: ResidualPLCMAE, pool: dict[str, np.ndarray], min_count: int = 50) -> np.ndarray:
+    """Set ``model.level_offset`` to its mean level error per burst position on ``pool``
+    (training windows; positions with fewer than ``min_count`` targets take the next shallower
+    position's value) and return it."""
+    model.level_offset.zero_()
+    bias = level_bias(model, pool)
+    offset = np.zeros(model.BURST_POSITIONS)
+    for p in range(model.BURST_POSITIONS):
+        offset[p] = bias[p, 0] if bias[p, 1] >= min_count else (offset[p - 1] if p else 0.0)
+    model.level_offset.copy_(torch.from_numpy(offset).float())
+    return offset
