@@ -69,7 +69,7 @@ class PLCGraph(nn.Module):
         mask = lost[:, :, None].expand(b, lost.shape[1], cfg.grid_f).reshape(b, n)
         if self.residual:
             delta, _ = m._decode_all(m._encode_all(patches, mask), mask, None)
-            pred = patches + delta - m.level_shift(mask)
+            pred = patches + delta - m.level_shift(patches, delta, mask)
         else:
             x = m.patch_embed(patches) + m.enc_pos[:n]
             visible = (~mask)[:, None, None, :]  # lost patches are no attention keys

@@ -309,20 +309,17 @@ class ResidualPLCMAE(AudioMAE):
         features: FeatureConfig | None = None,
         norm: NormStats | None = None,
         level_offset: list[float] | None = None,
+        level_scale: list[float] | None = None,
     ) -> None:
         super().__init__(cfg, features, norm)
-        # Subtracted from the prediction's level at lost columns, per burst position (natural-log
-        # power, all bands alike): a calibration measured on training windows
-        # (:func:`audiomae.train.plc_residual.calibrate_levels`), kept in the JSON config.
-        offset = torch.zeros(self.BURST_POSITIONS)
-        if level_offset is not None:
-            if len(level_offset) != self.BURST_POSITIONS:
-                raise ValueError(f"level_offset needs {self.BURST_POSITIONS} values, got {len(level_offset)}")
-            values = [float(v) for v in level_offset]
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"level_offset must be finite, got {level_offset}")
-            offset = torch.tensor(values)
+        # A level calibration per burst position (natural-log power, all bands of a frame alike),
+        # measured on training windows (:func:`audiomae.train.plc_residual.calibrate_levels`) and
+        # kept in the JSON config: at a lost frame the prediction's level change over the input's
+        # is scaled by ``level_scale`` and ``level_offset`` is subtracted.
+        offset = self._position_table(level_offset, 0.0, "level_offset")
         self.register_buffer("level_offset", offset, persistent=False)
+        scale = self._position_table(level_scale, 1.0, "level_scale")
+        self.register_buffer("level_scale", scale, persistent=False)
         # One token per burst position (1, 2, ..., the last for all deeper ones): how far into
         # a burst a column is decides how far the concealment has drifted from the speech.
         self.lost_token = nn.Parameter(torch.zeros(1, self.BURST_POSITIONS, cfg.enc_dim))
@@ -343,6 +340,22 @@ class ResidualPLCMAE(AudioMAE):
             )
         return model
 
+    @classmethod
+    def _position_table(cls, values: list[float] | None, default: float, name: str) -> torch.Tensor:
+        if values is None:
+            return torch.full((cls.BURST_POSITIONS,), default)
+        if len(values) != cls.BURST_POSITIONS:
+            raise ValueError(f"{name} needs {cls.BURST_POSITIONS} values, got {len(values)}")
+        out = [float(v) for v in values]
+        if not all(math.isfinite(v) for v in out):
+            raise ValueError(f"{name} must be finite, got {values}")
+        return torch.tensor(out)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a level calibration is set (else the prediction is input + correction)."""
+        return bool(self.level_offset.any()) or bool((self.level_scale != 1).any())
+
     def _lost_tokens(self, lost: torch.Tensor) -> torch.Tensor:
         """(B, N) bool lost patches (time-major) -> (B, N, enc_dim): each lost patch's burst
         position token, zeros for received patches."""
@@ -352,13 +365,27 @@ class ResidualPLCMAE(AudioMAE):
         tokens = torch.cat([torch.zeros_like(self.lost_token[:, :1]), self.lost_token], dim=1)[0]
         return tokens[pos].repeat_interleave(gf, dim=1)
 
-    def level_shift(self, lost: torch.Tensor) -> torch.Tensor:
-        """(B, N) bool lost patches -> (B, N, 1): what the prediction's normalised patches lose
-        to :attr:`level_offset` (zero at received patches)."""
-        gf = self.cfg.grid_f
+    def frame_level(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) normalised patches -> (B, N / grid_f, patch_t): each frame's total power
+        (natural-log, over all bands)."""
+        cfg = self.cfg
+        x = patches.reshape(patches.shape[0], -1, cfg.grid_f, cfg.patch_f, cfg.patch_t)
+        return torch.logsumexp(self.norm.denormalize(x), dim=(2, 3))
+
+    def level_shift(self, patches: torch.Tensor, delta: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
+        """What the calibration subtracts from ``patches + delta`` (all (B, N, P), normalised;
+        ``lost`` (B, N) bool over the same patches, from the window's first column): at a lost
+        frame, ``(1 - level_scale) * (level(pred) - level(input)) + level_offset`` of its burst
+        position, in every band; zero at received columns."""
+        cfg = self.cfg
+        gf = cfg.grid_f
         pos = burst_position(lost.reshape(lost.shape[0], -1, gf)[..., 0]).clamp_max(self.BURST_POSITIONS)
-        table = torch.cat([self.level_offset.new_zeros(1), self.level_offset]) / self.norm.std
-        return table[pos].repeat_interleave(gf, dim=1).unsqueeze(-1)
+        scale = torch.cat([self.level_scale.new_ones(1), self.level_scale])[pos].unsqueeze(-1)
+        offset = torch.cat([self.level_offset.new_zeros(1), self.level_offset])[pos].unsqueeze(-1)
+        change = self.frame_level(patches + delta) - self.frame_level(patches)  # (B, columns, pt)
+        shift = ((1 - scale) * change + offset) / self.norm.std
+        b, columns, pt = shift.shape
+        return shift[:, :, None, None, :].expand(b, columns, gf, cfg.patch_f, pt).reshape(delta.shape)
 
     def _encode_all(self, patches: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
         n = patches.shape[1]
@@ -388,9 +415,9 @@ class ResidualPLCMAE(AudioMAE):
         patches = self._checked_patches(spec, mask, columns)
         delta, lo = self._decode_all(self._encode_all(patches, mask.mask), mask.mask, columns)
         gf = self.cfg.grid_f
-        if bool(self.level_offset.any()):
-            shift = self.level_shift(mask.mask)
-            delta = delta - shift[:, lo * gf : lo * gf + delta.shape[1]].to(delta.dtype)
+        if self.calibrated:
+            part = slice(lo * gf, lo * gf + delta.shape[1])
+            delta = delta - self.level_shift(patches[:, part], delta, mask.mask[:, part]).to(delta.dtype)
         if columns is None:
             return patches, patches + delta
         start, stop = columns
@@ -413,8 +440,11 @@ def _describe(model: AudioMAE) -> dict:
         "features": asdict(model.feature_cfg),
         "norm": {"mean": model.norm.mean, "std": model.norm.std},
     }
-    if isinstance(model, ResidualPLCMAE) and bool(model.level_offset.any()):
-        out["residual"] = {"level_offset": [round(float(v), 6) for v in model.level_offset]}
+    if isinstance(model, ResidualPLCMAE) and model.calibrated:
+        out["residual"] = {
+            name: [round(float(v), 6) for v in getattr(model, name)]
+            for name in ("level_offset", "level_scale")
+        }
     return out
 
 
@@ -428,10 +458,13 @@ def _build(config: dict) -> AudioMAE:
     if config.get("kind") != "residual_plc":
         return AudioMAE(from_dict(ModelConfig, config["model"]), **args)
     residual = config.get("residual", {})
-    if not isinstance(residual, dict) or set(residual) - {"level_offset"}:
-        raise ValueError(f"residual section: expected {{'level_offset': [...]}}, got {residual!r}")
+    if not isinstance(residual, dict) or set(residual) - {"level_offset", "level_scale"}:
+        raise ValueError(f"residual section: expected level_offset / level_scale lists, got {residual!r}")
     return ResidualPLCMAE(
-        from_dict(ModelConfig, config["model"]), level_offset=residual.get("level_offset"), **args
+        from_dict(ModelConfig, config["model"]),
+        level_offset=residual.get("level_offset"),
+        level_scale=residual.get("level_scale"),
+        **args,
     )
 
 

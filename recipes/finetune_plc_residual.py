@@ -6,8 +6,8 @@ Needs the window pools (``recipes/build_plc_pool.py``). Each invocation adds a s
 ``out_dir`` that starts from the previous stage's model (else from ``init``); ``--resume``
 continues a killed stage. ``--evaluate MODEL_DIR`` trains nothing and prints MODEL_DIR's
 validation figures beside the continuation's. ``--calibrate MODEL_DIR --out DIR`` writes a copy
-of MODEL_DIR whose level offset per burst position is its mean level error on the training
-pool (``calibrate_levels``). Overrides: ``train.time_limit_s=600``.
+of MODEL_DIR with a level calibration per burst position fitted on the training pool
+(``calibrate_levels``: scale and offset of the predicted level change). Overrides: ``train.time_limit_s=600``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def calibrate(model_dir: str, out: str, s: ResidualPLCSettings, windows: int) ->
         torch.set_num_threads(s.threads)
     model = load_residual(model_dir)
     pool = {k: v[:windows] for k, v in load_pool(s.pool, list(s.groups) if s.groups else None).items()}
-    offset = calibrate_levels(model, pool)
+    offset, scale = calibrate_levels(model, pool)
     db = ", ".join(f"{10 * v / 2.302585:+.2f}" for v in offset)
-    print(f"level offset by burst position 1..{len(offset)} (dB, from {len(pool['target'])} windows): {db}")
+    print(f"level by burst position 1..{len(offset)} (from {len(pool['target'])} windows):")
+    print(f"  offset (dB) {db}\n  scale {', '.join(f'{v:.2f}' for v in scale)}")
     model.save_pretrained(out, extra={"calibrated_on": {"pool": s.pool, "windows": len(pool["target"])}})
 
 

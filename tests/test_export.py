@@ -45,6 +45,7 @@ def exported(tmp_path_factory):
     residual = ResidualPLCMAE.from_mae(mae).eval()
     torch.nn.init.normal_(residual.dec_pred.weight, std=0.05)  # a head that corrects something
     residual.level_offset.copy_(torch.linspace(-0.5, 0.7, residual.BURST_POSITIONS))  # and a calibration
+    residual.level_scale.copy_(torch.linspace(1.2, 0.3, residual.BURST_POSITIONS))
     export_onnx(residual, root / "residual_onnx")
     return {"audiomae": (mae, root / "mae_onnx"), "residual_plc": (residual, root / "residual_onnx")}
 

@@ -281,7 +281,7 @@ def test_level_calibration_removes_the_mean_level_error_and_travels_in_the_confi
         model.dec_pred.bias.fill_(0.3)  # a model that plays every lost column too loud
     pool = load_pool(pools / "train")
     before = level_bias(model, pool)
-    offset = calibrate_levels(model, pool, min_count=1)
+    offset, _ = calibrate_levels(model, pool, min_count=1, scale=False)
     after = level_bias(model, pool)
     seen = before[:, 1] > 0
     assert (np.abs(before[seen, 0]) > 0.1).all()
@@ -300,3 +300,34 @@ def test_level_calibration_removes_the_mean_level_error_and_travels_in_the_confi
         ResidualPLCMAE(model.cfg, level_offset=[0.0] * 3)
     with pytest.raises(ValueError, match="finite"):
         ResidualPLCMAE(model.cfg, level_offset=[float("nan")] * 8)
+
+
+def test_fitted_level_scale_is_never_worse_than_the_model_or_the_continuation(pools, tmp_path):
+    """With a slope per burst position, the calibrated level's squared error on the windows it
+    was fitted on is at most the uncalibrated model's and the continuation's (slope 0) at every
+    position; slope and offset travel in the JSON config."""
+    from audiomae.train.plc_residual import calibrate_levels, level_pairs
+
+    torch.manual_seed(3)
+    model = ResidualPLCMAE.from_mae(_tiny())
+    with torch.no_grad():
+        torch.nn.init.normal_(model.dec_pred.weight, std=0.2)  # a head with noisy level changes
+    pool = load_pool(pools / "train")
+    before = level_pairs(model, pool)
+    offset, scale = calibrate_levels(model, pool, min_count=1)
+    after = level_pairs(model, pool)
+    assert not np.allclose(scale, 1.0)
+    for p in np.unique(before["pos"]):
+        at = before["pos"] == p
+        truth = before["truth"][at]
+        model_err = float(np.mean((before["change"][at] - truth) ** 2))
+        fit_err = float(np.mean((after["change"][at] - truth) ** 2))
+        assert fit_err <= model_err + 1e-4 and fit_err <= float(np.mean(truth**2)) + 1e-4
+        expected = scale[p - 1] * before["change"][at] - offset[p - 1]
+        np.testing.assert_allclose(after["change"][at], expected, atol=1e-3)
+    model.save_pretrained(tmp_path / "m")
+    back = AudioMAE.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(back.level_scale, model.level_scale)
+    torch.testing.assert_close(back.level_offset, model.level_offset)
+    with pytest.raises(ValueError, match="level_scale"):
+        ResidualPLCMAE(model.cfg, level_scale=[1.0] * 2)

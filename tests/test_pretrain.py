@@ -38,6 +38,8 @@ def test_overrides_and_settings(tmp_path):
     assert s.preset == "tiny" and s.model == {"enc_depth": 2}
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides({}, ["train.steps"])
+    # YAML 1.1 reads 5e-4 as a string; an override typed that way is the number.
+    assert apply_overrides({}, ["train.lr=5e-4", "run=abc"]) == {"train": {"lr": 5e-4}, "run": "abc"}
     with pytest.raises(ValueError, match="unknown"):
         PretrainSettings.from_dict({"trian": {}})
     # 3 s clips need more frames than the preset's positional table: it grows, weights unchanged.

@@ -98,8 +98,19 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 # "data=PATH" style shorthands become their section's main key.
                 child = node[part] = {"train": child} if part == "data" else {}
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _number_or_value(yaml.safe_load(raw))
     return cfg
+
+
+def _number_or_value(value: Any) -> Any:
+    """YAML 1.1 reads ``5e-4`` (no dot in the mantissa) as a string; a learning rate typed
+    that way on the command line means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:

@@ -212,7 +212,8 @@ def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
         torch.set_num_threads(s.threads)
     stage, start = starting_point(s, resume)
     model = load_residual(s.init if start == "resume" else start)
-    model.level_offset.zero_()  # a calibration is measured after training (calibrate_levels)
+    model.level_offset.zero_()  # a calibration is fitted after training (calibrate_levels)
+    model.level_scale.fill_(1.0)
     model.train()
     train = PoolDataset(load_pool(s.pool, list(s.groups) if s.groups else None))
     val_batches = _val_batches(s)
@@ -275,14 +276,20 @@ def evaluate_residual(model_dir: str | os.PathLike, s: ResidualPLCSettings) -> d
 
 
 @torch.no_grad()
-def level_bias(model: ResidualPLCMAE, pool: dict[str, np.ndarray], batch_size: int = 200) -> np.ndarray:
-    """(BURST_POSITIONS, 2): per burst position of the target packet (the last counts all
-    deeper ones), the mean error of the prediction's frame level against the clean one
-    (natural-log power, summed over bands) and the number of targets."""
+def level_pairs(
+    model: ResidualPLCMAE, pool: dict[str, np.ndarray], batch_size: int = 200
+) -> dict[str, np.ndarray]:
+    """Per frame of every window's target packet: its burst position (the last counts all deeper
+    ones), ``change`` = the prediction's level minus the input's (what the concealer played) and
+    ``truth`` = the clean level minus the input's (natural-log power over all bands)."""
     model.eval()
     n = len(pool["target"])
-    sums = np.zeros((model.BURST_POSITIONS, 2))
     fpp = model.cfg.patch_t
+    out: dict[str, list[np.ndarray]] = {"pos": [], "change": [], "truth": []}
+
+    def level(x, index):  # (B, F, T) log power -> (B, fpp) level of the indexed frames
+        return torch.logsumexp(x.gather(2, index), 1)
+
     for i in range(0, n, batch_size):
         part = slice(i, min(i + batch_size, n))
         played = torch.from_numpy(pool["played"][part].astype(np.float32))
@@ -294,22 +301,56 @@ def level_bias(model: ResidualPLCMAE, pool: dict[str, np.ndarray], batch_size: i
         )
         frames = target[:, None] * fpp + torch.arange(fpp)[None, :]  # (B, fpp)
         index = frames[:, None, :].expand(-1, pred.shape[1], -1)
-        err = (torch.logsumexp(pred.gather(2, index), 1) - torch.logsumexp(clean.gather(2, index), 1)).mean(1)
-        pos = burst_position(lost).gather(1, target[:, None])[:, 0].clamp(1, model.BURST_POSITIONS)
-        np.add.at(sums[:, 0], pos.numpy() - 1, err.numpy())
-        np.add.at(sums[:, 1], pos.numpy() - 1, 1)
-    sums[:, 0] /= np.maximum(sums[:, 1], 1)
-    return sums
+        base = level(played, index)
+        pos = burst_position(lost).gather(1, target[:, None]).clamp(1, model.BURST_POSITIONS)
+        out["pos"].append(pos.expand(-1, fpp).reshape(-1).numpy())
+        out["change"].append((level(pred, index) - base).reshape(-1).numpy())
+        out["truth"].append((level(clean, index) - base).reshape(-1).numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def calibrate_levels(model: ResidualPLCMAE, pool: dict[str, np.ndarray], min_count: int = 50) -> np.ndarray:
-    """Set ``model.level_offset`` to its mean level error per burst position on ``pool``
-    (training windows; positions with fewer than ``min_count`` targets take the next shallower
-    position's value) and return it."""
-    model.level_offset.zero_()
-    bias = level_bias(model, pool)
-    offset = np.zeros(model.BURST_POSITIONS)
+def level_bias(model: ResidualPLCMAE, pool: dict[str, np.ndarray], batch_size: int = 200) -> np.ndarray:
+    """(BURST_POSITIONS, 2): per burst position of the target packet, the mean error of the
+    prediction's frame level against the clean one (natural-log power) and the number of
+    target packets."""
+    pairs = level_pairs(model, pool, batch_size)
+    fpp = model.cfg.patch_t
+    out = np.zeros((model.BURST_POSITIONS, 2))
     for p in range(model.BURST_POSITIONS):
-        offset[p] = bias[p, 0] if bias[p, 1] >= min_count else (offset[p - 1] if p else 0.0)
+        at = pairs["pos"] == p + 1
+        out[p] = (pairs["change"][at] - pairs["truth"][at]).mean() if at.any() else 0.0, at.sum() / fpp
+    return out
+
+
+def calibrate_levels(
+    model: ResidualPLCMAE,
+    pool: dict[str, np.ndarray],
+    min_count: int = 50,
+    scale: bool = True,
+    max_scale: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the model's level calibration on ``pool`` (training windows) and set it: per burst
+    position, the least-squares line from the predicted level change to the true one
+    (``scale=False``: slope 1, i.e. the mean level error as the offset). A slope below one
+    shrinks the prediction's level toward the continuation's where the model's level is less
+    reliable than the continuation's, so with slope 0 the level *is* the continuation's (plus the
+    offset). Positions with fewer than ``min_count`` target packets take the next shallower
+    position's values. Returns ``(offset, scale)``."""
+    model.level_offset.zero_()
+    model.level_scale.fill_(1.0)
+    pairs = level_pairs(model, pool)
+    fpp = model.cfg.patch_t
+    offset, slope = np.zeros(model.BURST_POSITIONS), np.ones(model.BURST_POSITIONS)
+    for p in range(model.BURST_POSITIONS):
+        at = pairs["pos"] == p + 1
+        if at.sum() < min_count * fpp:
+            offset[p], slope[p] = (offset[p - 1], slope[p - 1]) if p else (0.0, 1.0)
+            continue
+        x, y = pairs["change"][at].astype(np.float64), pairs["truth"][at].astype(np.float64)
+        if scale:
+            var, cov = x.var(), ((x - x.mean()) * (y - y.mean())).mean()
+            slope[p] = np.clip(cov / var, 0.0, max_scale) if var > 0 else 1.0
+        offset[p] = (slope[p] * x - y).mean()
     model.level_offset.copy_(torch.from_numpy(offset).float())
-    return offset
+    model.level_scale.copy_(torch.from_numpy(slope).float())
+    return offset, slope
