@@ -52,18 +52,35 @@ def calibrate(model_dir: str, out: str, s: ResidualPLCSettings, windows: int) ->
     model.save_pretrained(out, extra={"calibrated_on": {"pool": s.pool, "windows": len(pool["target"])}})
 
 
+def export_step(step_dir: str, out: str, s: ResidualPLCSettings) -> None:
+    from safetensors.torch import load_file
+
+    weights = Path(step_dir) / "model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"{step_dir}: no model.safetensors (expected a stage's checkpoints/step_N)")
+    model = load_residual(s.init)  # the architecture; every weight is replaced below
+    model.load_state_dict(load_file(weights), strict=True)
+    model.level_offset.zero_()
+    model.level_scale.fill_(1.0)
+    model.save_pretrained(out, extra={"exported_from": str(step_dir)})
+    print(f"{step_dir} -> {out}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--evaluate", metavar="MODEL_DIR", help="only report MODEL_DIR's validation figures")
     parser.add_argument("--calibrate", metavar="MODEL_DIR", help="write a level-calibrated copy to --out")
-    parser.add_argument("--out", help="where --calibrate writes")
+    parser.add_argument("--export-step", metavar="CKPT_DIR", help="write a saved step as a model to --out")
+    parser.add_argument("--out", help="where --calibrate / --export-step write")
     parser.add_argument("--windows", type=int, default=20000, help="training windows --calibrate uses")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
-    if args.calibrate:
-        if not args.out:
-            parser.error("--calibrate needs --out")
+    if (args.calibrate or args.export_step) and not args.out:
+        parser.error("--calibrate and --export-step need --out")
+    if args.export_step:
+        export_step(args.export_step, args.out, ResidualPLCSettings.from_dict(cfg))
+    elif args.calibrate:
         calibrate(args.calibrate, args.out, ResidualPLCSettings.from_dict(cfg), args.windows)
     elif args.evaluate:
         figures = evaluate_residual(args.evaluate, ResidualPLCSettings.from_dict(cfg))

@@ -331,3 +331,20 @@ def test_fitted_level_scale_is_never_worse_than_the_model_or_the_continuation(po
     torch.testing.assert_close(back.level_offset, model.level_offset)
     with pytest.raises(ValueError, match="level_scale"):
         ResidualPLCMAE(model.cfg, level_scale=[1.0] * 2)
+
+
+def test_bundled_residual_model_loads_and_corrects():
+    """The bundled residual model (the recorded-pool recipe's starting point) loads as a
+    ResidualPLCMAE from safetensors + JSON and changes lost columns only."""
+    from importlib.resources import files
+
+    model = AudioMAE.from_pretrained(files("audiomae") / "assets" / "plc_residual_speech").eval()
+    assert isinstance(model, ResidualPLCMAE)
+    lost = torch.zeros(1, 24, dtype=torch.bool)
+    lost[0, 16:18] = True
+    spec = torch.randn(1, model.cfg.n_mels, 24 * model.cfg.patch_t)
+    with torch.no_grad():
+        out = model.reconstruct(spec, packet_loss_mask(lost, model.cfg.grid_f))
+    fpp = model.cfg.patch_t
+    torch.testing.assert_close(out[..., : 16 * fpp], spec[..., : 16 * fpp])
+    assert not torch.allclose(out[..., 16 * fpp : 18 * fpp], spec[..., 16 * fpp : 18 * fpp])

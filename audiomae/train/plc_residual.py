@@ -327,7 +327,7 @@ def calibrate_levels(
     pool: dict[str, np.ndarray],
     min_count: int = 50,
     scale: bool = True,
-    max_scale: float = 1.5,
+    max_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the model's level calibration on ``pool`` (training windows) and set it: per burst
     position, the least-squares line from the predicted level change to the true one
