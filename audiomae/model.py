@@ -351,6 +351,11 @@ class ResidualPLCMAE(AudioMAE):
             raise ValueError(f"{name} must be finite, got {values}")
         return torch.tensor(out)
 
+    def reset_calibration(self) -> None:
+        """No level calibration: the prediction is input + correction."""
+        self.level_offset.zero_()
+        self.level_scale.fill_(1.0)
+
     @property
     def calibrated(self) -> bool:
         """Whether a level calibration is set (else the prediction is input + correction)."""

@@ -60,8 +60,7 @@ def export_step(step_dir: str, out: str, s: ResidualPLCSettings) -> None:
         raise SystemExit(f"{step_dir}: no model.safetensors (expected a stage's checkpoints/step_N)")
     model = load_residual(s.init)  # the architecture; every weight is replaced below
     model.load_state_dict(load_file(weights), strict=True)
-    model.level_offset.zero_()
-    model.level_scale.fill_(1.0)
+    model.reset_calibration()
     model.save_pretrained(out, extra={"exported_from": str(step_dir)})
     print(f"{step_dir} -> {out}")
 

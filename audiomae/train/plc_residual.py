@@ -212,8 +212,7 @@ def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
         torch.set_num_threads(s.threads)
     stage, start = starting_point(s, resume)
     model = load_residual(s.init if start == "resume" else start)
-    model.level_offset.zero_()  # a calibration is fitted after training (calibrate_levels)
-    model.level_scale.fill_(1.0)
+    model.reset_calibration()  # a calibration is fitted after training (calibrate_levels)
     model.train()
     train = PoolDataset(load_pool(s.pool, list(s.groups) if s.groups else None))
     val_batches = _val_batches(s)
@@ -336,8 +335,7 @@ def calibrate_levels(
     reliable than the continuation's, so with slope 0 the level *is* the continuation's (plus the
     offset). Positions with fewer than ``min_count`` target packets take the next shallower
     position's values. Returns ``(offset, scale)``."""
-    model.level_offset.zero_()
-    model.level_scale.fill_(1.0)
+    model.reset_calibration()
     pairs = level_pairs(model, pool)
     fpp = model.cfg.patch_t
     offset, slope = np.zeros(model.BURST_POSITIONS), np.ones(model.BURST_POSITIONS)
