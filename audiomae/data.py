@@ -53,9 +53,18 @@ def read_manifest(path: str | os.PathLike) -> list[AudioItem]:
 
 
 def collect_items(source: str | os.PathLike | list) -> list[AudioItem]:
-    """Items from a folder, a manifest file, or a list of paths / AudioItems."""
+    """Items from a folder, a manifest file, or a list of those, audio files and AudioItems
+    (in order; a folder or manifest in the list contributes all its items)."""
     if isinstance(source, (list, tuple)):
-        return [s if isinstance(s, AudioItem) else AudioItem(Path(s)) for s in source]
+        items: list[AudioItem] = []
+        for s in source:
+            if isinstance(s, AudioItem):
+                items.append(s)
+            elif Path(s).is_dir() or (Path(s).is_file() and Path(s).suffix.lower() not in AUDIO_EXTENSIONS):
+                items.extend(collect_items(s))
+            else:
+                items.append(AudioItem(Path(s)))
+        return items
     source = Path(source)
     if source.is_dir():
         return [AudioItem(p) for p in find_audio(source)]

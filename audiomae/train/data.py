@@ -20,7 +20,7 @@ class DataSettings:
     (None: a fixed hash split of ``train`` with ``val_fraction``). ``fallback_synthetic``: use
     synthetic audio (with a warning) when ``train`` does not exist, for quick smoke runs."""
 
-    train: str = "synthetic"
+    train: str | list[str] = "synthetic"
     val: str | None = None
     val_fraction: float = 0.05
     clip_seconds: float = 2.0
@@ -65,12 +65,17 @@ class SyntheticSpeech(Dataset):
         return torch.from_numpy(x.astype(np.float32))
 
 
-def train_source(d: DataSettings) -> str:
-    """The training folder, or "synthetic" (asked for, or standing in for a missing folder)."""
-    if d.train != "synthetic" and not Path(d.train).exists():
+def train_source(d: DataSettings) -> str | list[str]:
+    """The training folder or manifest (or a list of them, mixed in one dataset), or
+    "synthetic" (asked for, or standing in for a missing folder)."""
+    if d.train == "synthetic":
+        return d.train
+    sources = list(d.train) if isinstance(d.train, (list, tuple)) else [d.train]
+    missing = [str(s) for s in sources if not Path(s).exists()]
+    if missing:
         if not d.fallback_synthetic:
-            raise FileNotFoundError(f"training data not found: {d.train}")
-        warnings.warn(f"{d.train} not found; pretraining on synthetic audio instead", stacklevel=3)
+            raise FileNotFoundError(f"training data not found: {', '.join(missing)}")
+        warnings.warn(f"{', '.join(missing)} not found; pretraining on synthetic audio instead", stacklevel=3)
         return "synthetic"
     return d.train
 

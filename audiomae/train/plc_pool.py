@@ -156,6 +156,7 @@ def conceal_window(
 
 def save_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """One shard of plain arrays, written atomically."""
+
     def write(tmp):
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

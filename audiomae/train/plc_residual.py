@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ from audiomae.masking import burst_position, packet_loss_mask
 from audiomae.model import AudioMAE, ResidualPLCMAE
 from audiomae.train.config import TrainConfig
 from audiomae.train.plc_pool import load_pool
+from audiomae.train.state import starting_point
 from audiomae.train.task import derive_seed
 
 LOG_FLOOR = math.log(1e-8)  # FeatureConfig.log_floor: no log-mel value lies below it
@@ -180,26 +179,6 @@ class ResidualPLCSettings:
         return from_dict(cls, dict(d), {"train": TrainConfig}, what="residual PLC settings")
 
 
-def stages(out_dir: str | os.PathLike) -> list[Path]:
-    """The run's stage directories, oldest first."""
-    root = Path(out_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"stage_\d{3}", p.name)]
-    return sorted(found)
-
-
-def starting_point(s: ResidualPLCSettings, resume: bool) -> tuple[Path, str]:
-    """(stage directory to train in, checkpoint to start from): the newest stage itself with
-    ``resume``; else a new stage from the newest finished one's model, else from ``s.init``."""
-    done = stages(s.out_dir)
-    if resume and done:
-        return done[-1], "resume"
-    finished = [p for p in done if (p / "model" / "config.json").is_file()]
-    start = str(finished[-1] / "model") if finished else s.init
-    return Path(s.out_dir) / f"stage_{len(done):03d}", start
-
-
 def load_residual(path: str | os.PathLike) -> ResidualPLCMAE:
     model = AudioMAE.from_pretrained(path)
     return model if isinstance(model, ResidualPLCMAE) else ResidualPLCMAE.from_mae(model)
@@ -210,7 +189,7 @@ def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
 
     if s.threads:
         torch.set_num_threads(s.threads)
-    stage, start = starting_point(s, resume)
+    stage, start = starting_point(s.out_dir, s.init, resume)
     model = load_residual(s.init if start == "resume" else start)
     model.reset_calibration()  # a calibration is fitted after training (calibrate_levels)
     model.train()

@@ -28,6 +28,7 @@ from audiomae.train.data import (
     validation_batches,
 )
 from audiomae.train.plots import save_spectrogram_plot
+from audiomae.train.state import stages, starting_point
 from audiomae.train.task import derive_seed
 
 VAL_SEED = 20240229  # validation masks are fixed so validation losses are comparable across steps
@@ -140,6 +141,11 @@ class PretrainSettings:
     out_dir: str = "runs/pretrain"
     export: str | None = None  # also save the final model here (e.g. audiomae/assets/...)
     threads: int | None = None
+    # Accumulating runs: a saved encoder to start from (e.g. audiomae/assets/mae_tiny_speech).
+    # Set, the run trains in stages (out_dir/stage_000, stage_001, ...): each invocation starts
+    # a new stage from the newest finished one, or from ``init`` in a fresh run directory, and
+    # ``--resume`` continues the newest stage; architecture and norm stats are the start's.
+    init: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainSettings:
@@ -175,24 +181,66 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
     if s.threads:
         torch.set_num_threads(s.threads)
     info = dist_utils.init_distributed()
-    probe = build_model(s)
-    train, val = audio_datasets(s.data, probe.feature_cfg.sample_rate, s.train.seed)
-    norm = norm_stats_from(train, LogMel(probe.feature_cfg), s.data.norm_files, seed=s.train.seed)
-    torch.manual_seed(s.train.seed)
-    model = build_model(s, norm)
+    out_dir, start, seed = Path(s.out_dir), None, s.train.seed
+    if s.init is not None:
+        out_dir, start = starting_point(s.out_dir, s.init, resume)
+        resume = start == "resume"
+        seed = derive_seed(s.train.seed, int(out_dir.name[-3:]))  # new masks and crops per stage
+    if start is not None:
+        # Architecture and normalisation come from the starting encoder, so every stage (and a
+        # PLC model fine-tuned from the result) sees the features the first one was trained on.
+        model = AudioMAE.from_pretrained(s.init if resume else start)
+        if type(model) is not AudioMAE:
+            raise ValueError(f"{start}: holds a {type(model).__name__}, not a pretrained AudioMAE encoder")
+        model.train()
+        train, val = audio_datasets(s.data, model.feature_cfg.sample_rate, seed)
+        origin = f"stage {out_dir.name} from {start}"
+    else:
+        probe = build_model(s)
+        train, val = audio_datasets(s.data, probe.feature_cfg.sample_rate, seed)
+        norm = norm_stats_from(train, LogMel(probe.feature_cfg), s.data.norm_files, seed=seed)
+        torch.manual_seed(seed)
+        model = build_model(s, norm)
+        origin = "from scratch"
     if info.rank == 0:
         print(
-            f"pretraining {s.preset} ({model.num_params() / 1e6:.2f} M params) on {len(train)} items, "
-            f"{len(val)} validation; norm mean {norm.mean:.3f} std {norm.std:.3f}"
+            f"pretraining {s.preset if start is None else 'encoder'} "
+            f"({model.num_params() / 1e6:.2f} M params) "
+            f"on {len(train)} items, {len(val)} validation, {origin}; "
+            f"norm mean {model.norm.mean:.3f} std {model.norm.std:.3f}",
+            flush=True,
         )
-    task = MAEPretrainTask(model, s.mask_ratio, seed=s.train.seed)
+    task = MAEPretrainTask(model, s.mask_ratio, seed=seed)
     val_batches = validation_batches(val, s.data.val_clips, s.train.batch_size)
-    result = fit(task, train, val_batches, s.train, s.out_dir, resume=resume)
+    result = fit(task, train, val_batches, s.train, out_dir, resume=resume)
+    steps = result.steps
+    if info.rank == 0 and start is not None:
+        # A stage's model records the steps behind it, its start's included.
+        steps += _steps_before(out_dir, s.init)
+        model = AudioMAE.from_pretrained(out_dir / "model")
+        model.save_pretrained(
+            out_dir / "model", extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": steps}}
+        )
     if s.export and info.rank == 0:
-        AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
-            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": result.steps}}
+        AudioMAE.from_pretrained(out_dir / "model").save_pretrained(
+            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": steps}}
         )
     return result
+
+
+def _steps_before(stage: Path, init: str) -> int:
+    """Pretraining steps behind what ``stage`` started from: the newest finished stage before
+    it, else ``init`` (from its config's ``extra.pretrain.steps``; 0 when not recorded)."""
+    import json
+
+    before = [
+        p for p in stages(stage.parent) if p.name < stage.name and (p / "model" / "config.json").is_file()
+    ]
+    cfg = Path(before[-1] if before else init)
+    cfg = (cfg / "model" if before else cfg) / "config.json"
+    if not cfg.is_file():
+        return 0
+    return int(json.loads(cfg.read_text()).get("extra", {}).get("pretrain", {}).get("steps", 0) or 0)
 
 
 __all__ = [

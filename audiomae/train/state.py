@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -226,3 +227,27 @@ class CheckpointManager:
         if not isinstance(state, dict) or not {"step", "optimizer", "data"} <= set(state):
             raise ValueError(f"{path / STATE}: not a training state (no step, optimizer and data)")
         return tensors, state
+
+
+# ---- runs that accumulate across invocations ------------------------------------------------
+def stages(out_dir: str | os.PathLike) -> list[Path]:
+    """A staged run's stage directories (``stage_000``, ``stage_001``, ...), oldest first."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"stage_\d{3}", p.name)]
+    return sorted(found)
+
+
+def starting_point(out_dir: str | os.PathLike, init: str | None, resume: bool) -> tuple[Path, str | None]:
+    """(stage directory to train in, what to start from) for a run that accumulates.
+
+    With ``resume`` the newest stage continues from its own checkpoint (``"resume"``); otherwise
+    a new stage starts from the newest finished stage's ``model/`` and, in a fresh run
+    directory, from ``init`` (a saved model, e.g. the bundled one; None: from scratch)."""
+    done = stages(out_dir)
+    if resume and done:
+        return done[-1], "resume"
+    finished = [p for p in done if (p / "model" / "config.json").is_file()]
+    start = str(finished[-1] / "model") if finished else init
+    return Path(out_dir) / f"stage_{len(done):03d}", start
