@@ -7,11 +7,13 @@ from conftest import voiced
 
 from audiomae.audio import HOP_LENGTH, load_audio, save_audio
 from audiomae.checkpoint import load_model
-from audiomae.cli import main
+from audiomae.cli import build_parser, main
+from audiomae.commands.vocoder import DEFAULT_ITERS, vocoder_choice
 from audiomae.config import FeatureConfig
 from audiomae.features import LogMel, _padded_window, mel_filterbank
 from audiomae.train import TrainConfig, fit
 from audiomae.vocoder import (
+    COPY_SYNTHESIS_ITERS,
     GriffinLim,
     RandomCrops,
     Vocoder,
@@ -232,6 +234,32 @@ def test_cli_resynth(tmp_path):
     assert main(["resynth", str(src), "-o", str(dst), "--checkpoint", str(tmp_path / "voc")]) == 0
     assert load_audio(dst).shape == wave.shape
     assert main(["resynth", str(tmp_path / "missing.wav"), "-o", str(dst), "--vocoder", "griffinlim"]) == 2
+
+
+def test_resynth_defaults_to_fast_griffin_lim(tmp_path, monkeypatch):
+    # The default is the best measured copy synthesis (docs/results.md): fast Griffin-Lim at
+    # 64 iterations; --checkpoint alone means a neural checkpoint; --vocoder neural stays.
+    assert DEFAULT_ITERS == COPY_SYNTHESIS_ITERS == GriffinLim().n_iter == 64
+    parse = build_parser().parse_args
+    assert vocoder_choice(parse(["resynth", "in.wav", "-o", "out.wav"])) == "griffinlim"
+    assert vocoder_choice(parse(["resynth", "in.wav", "-o", "out.wav", "--checkpoint", "voc"])) == "neural"
+    assert vocoder_choice(parse(["resynth", "in.wav", "-o", "out.wav", "--vocoder", "neural"])) == "neural"
+
+    def no_neural(*args, **kwargs):
+        raise AssertionError("resynth without options must not load the neural vocoder")
+
+    monkeypatch.setattr("audiomae.vocoder.load_default_vocoder", no_neural)
+    src, dst, ref = tmp_path / "in.wav", tmp_path / "out.wav", tmp_path / "ref.wav"
+    save_audio(src, voiced(0.3))
+    assert main(["resynth", str(src), "-o", str(dst)]) == 0
+    wave = load_audio(src)
+    mel = LogMel()(torch.from_numpy(wave)).unsqueeze(0)
+    expected = GriffinLim(n_iter=64)(mel)[0].clamp(-1, 1).numpy()
+    save_audio(ref, np.pad(expected, (0, wave.size - expected.size)))
+    np.testing.assert_allclose(load_audio(dst), load_audio(ref), atol=2 / 32768)
+    # Fewer iterations give another waveform, so the comparison above pins the count too.
+    fewer = GriffinLim(n_iter=32)(mel)[0].numpy()
+    assert np.abs(fewer - expected).max() > 1e-2
 
 
 def test_phase_loss_is_zero_at_the_target_and_counts_offsets_only_in_ip():

@@ -5,9 +5,11 @@ Both take the project's log-mel exactly as :class:`audiomae.features.LogMel` mak
 Frame ``t`` is centred on sample ``t * hop`` (``center=True``), so T frames render
 ``(T - 1) * hop`` samples, and "the samples of frame t" means ``[t * hop, (t + 1) * hop)``.
 
-- :func:`griffin_lim` / :class:`GriffinLim`: the baseline. Mel power -> linear power by
-  non-negative least squares on the mel filterbank, then fast Griffin-Lim (Perraudin et al.
-  2013, momentum 0.99), optionally seeded with known audio whose frames keep their phase.
+- :func:`griffin_lim` / :class:`GriffinLim`: mel power -> linear power by non-negative least
+  squares on the mel filterbank, then fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99),
+  optionally seeded with known audio whose frames keep their phase. ``GriffinLim()`` at
+  :data:`COPY_SYNTHESIS_ITERS` iterations is the default copy-synthesis vocoder (the best
+  measured: see ``docs/results.md``).
 - :class:`Vocoder`: a Vocos-style model (Siuzdak 2023): a ConvNeXt backbone over mel frames
   and an inverse-STFT head that predicts log-magnitude and phase of the *front end's own*
   STFT (same n_fft, window and hop), so a perfect head output is the analysis STFT and the
@@ -19,7 +21,7 @@ Frame ``t`` is centred on sample ``t * hop`` (``center=True``), so T frames rend
 """
 
 from audiomae.vocoder.data import RandomCrops
-from audiomae.vocoder.griffin_lim import GriffinLim, griffin_lim
+from audiomae.vocoder.griffin_lim import COPY_SYNTHESIS_ITERS, GriffinLim, griffin_lim
 from audiomae.vocoder.losses import MultiResolutionSTFTLoss, VocoderLoss, phase_loss
 from audiomae.vocoder.model import (
     VOCODER_PRESETS,
@@ -38,6 +40,7 @@ __all__ = [
     "vocoder_preset",
     "Vocoder",
     "GriffinLim",
+    "COPY_SYNTHESIS_ITERS",
     "griffin_lim",
     "mel_to_linear_power",
     "spectral_convergence",
