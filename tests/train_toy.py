@@ -36,11 +36,14 @@ class ToyTask:
     """Uses both kinds of randomness a real task has: a per-step generator (input noise) and the
     global RNG (dropout), so exact resume checks that both are restored."""
 
-    def __init__(self, seed: int = 0, crash_at: int | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, seed: int = 0, crash_at: int | None = None, delay_s: float = 0.0, stall_at: int | None = None
+    ) -> None:
         torch.manual_seed(seed)
         self.model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Dropout(0.1), nn.Linear(32, 1))
         self.crash_at = crash_at
         self.delay_s = delay_s
+        self.stall_at = stall_at  # from this step on, hang until killed (a run to kill mid-way)
         self.saved: Path | None = None
 
     def training_step(self, batch, step):
@@ -48,6 +51,8 @@ class ToyTask:
             raise KeyboardInterrupt("simulated crash")
         if self.delay_s:
             time.sleep(self.delay_s)
+        while self.stall_at is not None and step >= self.stall_at:
+            time.sleep(1.0)
         x, y = batch
         g = torch.Generator().manual_seed(1000 + step)
         x = x + 0.01 * torch.randn(x.shape, generator=g)
@@ -66,13 +71,14 @@ class ToyTask:
 def toy_config(**overrides) -> TrainConfig:
     base = dict(
         steps=12, batch_size=8, lr=3e-2, warmup_steps=2, log_every=1, eval_every=4, ckpt_every=3,
-        tensorboard=False, progress=False,
+        tensorboard=False, progress=False, precision="fp32",
     )  # fmt: skip
     return TrainConfig(**{**base, **overrides})
 
 
 if __name__ == "__main__":
-    # Subprocess entry for the SIGKILL test: train slowly so the parent can kill it mid-run.
+    # Subprocess entry for the SIGKILL test: the run hangs in step 6, after its step-4
+    # checkpoint, so the parent kills it mid-run however slow the machine is.
     torch.set_num_threads(1)
     out = sys.argv[1]
-    fit(ToyTask(delay_s=0.15), ToyData(), None, toy_config(ckpt_every=2, steps=40), out)
+    fit(ToyTask(stall_at=6), ToyData(), None, toy_config(ckpt_every=2, steps=40), out)
