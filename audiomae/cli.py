@@ -56,11 +56,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_guarded(name: str, fn) -> int:
-    """Run a command's ``fn() -> int``, turning its expected failures into one line on stderr:
-    bad input or options (ValueError, exit 2), files (OSError, exit 1), Ctrl-C (exit 130; outputs
-    are written atomically, so what earlier runs wrote is intact)."""
+    """Run a command's ``fn() -> int | None`` (its exit code; None is 0), turning its expected
+    failures into one line on stderr: bad input or options (ValueError, exit 2), files (OSError,
+    exit 1), Ctrl-C (exit 130; outputs are written atomically, so what earlier runs wrote is
+    intact). Anything else returned is a programming error (TypeError): a result object passed
+    up as an exit code would turn a finished run into a failed one."""
     try:
-        return int(fn() or 0)
+        code = fn()
+        if code is None:
+            return 0
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(
+                f"{name}: a command returns its exit code (int or None), got {type(code).__name__}"
+            )
+        return code
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
