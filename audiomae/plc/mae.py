@@ -56,6 +56,7 @@ from audiomae.plc.models import (
     is_residual,
     load_default_plc_model,
 )
+from audiomae.plc.params import FrameParams, steered_continuation
 from audiomae.plc.render import (
     GriffinLimRenderer,
     PitchGuidedRenderer,
@@ -182,6 +183,12 @@ class ConcealerHooks:
         """Samples ``(packet.size,)`` to play instead of the concealment (at full level), or None."""
         return None
 
+    def params(self, start: int, n: int) -> FrameParams | None:
+        """Speech parameters (pitch, voicing, band energies, level per 10 ms frame) that the
+        continuation of stream samples ``[start, start + n)`` follows instead of the concealer's
+        fixed rules (:func:`~audiomae.plc.params.steered_continuation`), or None."""
+        return None
+
 
 class MAEConcealer(StreamingConcealer):
     """Packet-loss concealment with an Audio-MAE and a log-mel renderer.
@@ -287,15 +294,19 @@ class MAEConcealer(StreamingConcealer):
         packet gets a prefix of the same continuation."""
         s = self.state
         if s.cont is None or s.cont.size < n:
-            s.cont = lpc_continuation(
+            size, start = max(n, 3 * SAMPLES_PER_PACKET), self.emit_index * SAMPLES_PER_PACKET
+            given = None if self.hooks is None else self.hooks.params(start, size)
+            steer = {} if given is None else {"params": given, "start": start}
+            s.cont = (lpc_continuation if given is None else steered_continuation)(
                 s.played,
                 self._last_cycle().size,
-                max(n, 3 * SAMPLES_PER_PACKET),
+                size,
                 order=LPC_ORDER,
                 # Seeded by the packet: the same whatever was asked of the concealer before.
                 rng=np.random.default_rng([self.cfg.noise_seed, self.emit_index]),
                 decay=True,
                 noise_above=NOISE_ABOVE_HZ if s.burst < 2 else NOISE_ABOVE_LATER_HZ,
+                **steer,
             )
         return s.cont[:n]
 
