@@ -18,6 +18,15 @@ missing packet is waited for until ``depth`` newer packets have arrived, then re
 Playout is driven by arrivals, which suits a receiver writing a file and keeps the output
 independent of timing: a clip sent with a loss trace and any reordering within ``depth``
 packets comes out as the offline ``conceal()`` of that trace.
+
+Network input is hostile. :class:`SourceFilter` decides which datagrams belong to the stream
+being played, as RFC 3550 (appendix A.1) validates sources: a new SSRC is played only after
+``MIN_SEQUENTIAL`` packets in sequence (or at once when its sender report announced it), one
+stray packet or a flood of them cannot take the receiver over, a jump in sequence numbers
+beyond ``MAX_DROPOUT`` (or longer than the wall clock since the last packet allows) is dropped
+unless the next packet confirms it, which restarts the source where the stream left off
+instead of concealing thousands of packets; only the played source's BYE ends the session. A
+payload that does not decode is concealed as a lost packet.
 """
 
 from __future__ import annotations
@@ -34,6 +43,16 @@ from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET
 
 PAYLOADS = {"l16": (96, SAMPLE_RATE), "opus": (111, 48_000)}  # name -> (payload type, RTP clock)
 MAX_DATAGRAM = 2048
+# Source validation, RFC 3550 appendix A.1 (its constants).
+MIN_SEQUENTIAL = 2  # packets in sequence before an unannounced SSRC is played
+MAX_DROPOUT = 3000  # a larger jump ahead needs confirmation (a restart of the source)
+MAX_MISORDER = 100  # ... and so does one further behind
+MAX_CANDIDATES = 16  # SSRCs on probation at once (the oldest is forgotten)
+MAX_HELD = 32  # packets kept per SSRC on probation, played once it is accepted
+# Concealment a gap may cost: what the wall clock since the last packet allows at 1.5x real
+# time, plus one second; a longer jump is a restart, not a loss.
+GAP_SLACK_PACKETS = 50
+GAP_RATE = 1.5 * SAMPLE_RATE / SAMPLES_PER_PACKET
 
 
 def _aiortc():
@@ -55,16 +74,21 @@ def _ticks(payload: str) -> int:
 class ReceiveStats:
     """``received``: distinct packets that arrived in time; ``lost``: never arrived; ``late``:
     arrived after their turn (dropped); ``duplicates``: extra copies (dropped); ``concealed``:
-    packets handed to the concealer as lost (lost + late)."""
+    packets handed to the concealer as lost (lost + late); ``malformed``: payloads that did not
+    decode (concealed too); ``foreign``: RTP datagrams not of the played stream (ignored)."""
 
     received: int = 0
     lost: int = 0
     late: int = 0
     duplicates: int = 0
     concealed: int = 0
+    malformed: int = 0
+    foreign: int = 0
 
     def line(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(self).items())
+        counts = dataclasses.asdict(self)
+        rare = {k: counts.pop(k) for k in ("malformed", "foreign")}
+        return ", ".join(f"{k} {v}" for k, v in {**counts, **{k: v for k, v in rare.items() if v}}.items())
 
 
 class JitterBuffer:
@@ -90,6 +114,11 @@ class JitterBuffer:
             return seq
         delta = (seq - self._highest) & 0xFFFF
         return self._highest + (delta - 0x10000 if delta >= 0x8000 else delta)
+
+    @property
+    def newest(self) -> int | None:
+        """The extended sequence number of the newest packet put (or declared)."""
+        return self._highest
 
     def start_at(self, seq: int) -> None:
         """Declare packet 0 of the stream (known from the sender's report) before any arrives."""
@@ -135,6 +164,102 @@ class JitterBuffer:
         return out
 
 
+def _seq_delta(seq: int, ref: int) -> int:
+    """Signed distance of 16-bit ``seq`` from ``ref`` (-32768 .. 32767)."""
+    d = (seq - ref) & 0xFFFF
+    return d - 0x10000 if d >= 0x8000 else d
+
+
+@dataclass
+class _Candidate:
+    seq: int  # its newest sequence number
+    probation: int  # packets in sequence still needed
+    held: list[tuple[int, int, bytes]]  # (seq, timestamp, payload), played once accepted
+
+
+class SourceFilter:
+    """Which RTP packets belong to the stream being played (RFC 3550 appendix A.1).
+
+    ``offer(ssrc, seq, ts, payload)`` returns the packets now to be played, as ``(seq, ts,
+    payload)`` in the played stream's numbering: none for a foreign or unconfirmed packet,
+    several when a source is accepted (the packets it sent while on probation, in sequence
+    order) or a restart is confirmed. A restarted source is renumbered to continue where the
+    stream left off, so its jump costs no concealment. ``announce(ssrc, ts)`` records a sender
+    report's start of stream: that SSRC is accepted with its first packet."""
+
+    def __init__(self, ticks: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ticks, self.clock = ticks, clock
+        self.ssrc: int | None = None
+        self.announced: dict[int, int] = {}  # ssrc -> RTP timestamp of its first packet
+        self._candidates: dict[int, _Candidate] = {}
+        self._max = self._max_ts = 0  # newest packet of the played source (its own numbering)
+        self._last_time = 0.0  # when it arrived
+        self._bad: tuple[int, tuple[int, int, bytes]] | None = None  # (expected next seq, packet)
+        self._seq_offset = 0
+        self._ts_offset = 0
+
+    def announce(self, ssrc: int, ts: int) -> None:
+        if ssrc not in self.announced and len(self.announced) >= MAX_CANDIDATES:
+            self.announced.pop(next(iter(self.announced)))
+        self.announced[ssrc] = ts
+
+    def map_ts(self, ts: int) -> int:
+        """A timestamp of the played source in the played stream's numbering."""
+        return (ts + self._ts_offset) & 0xFFFFFFFF
+
+    def max_gap(self) -> int:
+        """The most packets a gap may conceal now (see :data:`GAP_RATE`)."""
+        return GAP_SLACK_PACKETS + int((self.clock() - self._last_time) * GAP_RATE)
+
+    def offer(self, ssrc: int, seq: int, ts: int, payload: bytes) -> list[tuple[int, int, bytes]]:
+        if self.ssrc is None:
+            return self._probation(ssrc, (seq, ts, payload))
+        if ssrc != self.ssrc:
+            return []
+        d = _seq_delta(seq, self._max)
+        if -MAX_MISORDER <= d <= min(MAX_DROPOUT, self.max_gap()):
+            if d > 0:
+                self._newest(seq, ts)
+            return [self._mapped((seq, ts, payload))]
+        if self._bad is not None and seq == self._bad[0]:  # two in sequence: a restart
+            first = self._bad[1]
+            # Renumber the source so that its packet after the jump follows the newest before it.
+            self._seq_offset += self._max + 1 - first[0]
+            self._ts_offset += self._max_ts + self.ticks - first[1]
+            self._newest(seq, ts)
+            return [self._mapped(first), self._mapped((seq, ts, payload))]
+        self._bad = ((seq + 1) & 0xFFFF, (seq, ts, payload))
+        return []
+
+    def _newest(self, seq: int, ts: int) -> None:
+        self._max, self._max_ts, self._last_time, self._bad = seq, ts, self.clock(), None
+
+    def _mapped(self, packet: tuple[int, int, bytes]) -> tuple[int, int, bytes]:
+        seq, ts, payload = packet
+        return (seq + self._seq_offset) & 0xFFFF, self.map_ts(ts), payload
+
+    def _probation(self, ssrc: int, packet: tuple[int, int, bytes]) -> list[tuple[int, int, bytes]]:
+        seq = packet[0]
+        cand = self._candidates.get(ssrc)
+        if cand is None:
+            if len(self._candidates) >= MAX_CANDIDATES:
+                self._candidates.pop(next(iter(self._candidates)))
+            cand = self._candidates[ssrc] = _Candidate(seq, MIN_SEQUENTIAL - 1, [])
+        elif seq == (cand.seq + 1) & 0xFFFF:
+            cand.probation -= 1
+        else:
+            cand.probation = MIN_SEQUENTIAL - 1
+        cand.seq = seq
+        cand.held = [*cand.held[-(MAX_HELD - 1) :], packet]
+        if cand.probation > 0 and ssrc not in self.announced:
+            return []
+        self.ssrc = ssrc
+        self._newest(seq, packet[1])
+        self._candidates.clear()
+        near = [p for p in cand.held if -MAX_MISORDER <= _seq_delta(p[0], seq) <= 0]
+        return sorted(near, key=lambda p: _seq_delta(p[0], seq))
+
+
 class _L16Sink:
     def __init__(self, concealer) -> None:
         self.concealer, self.lookahead = concealer, concealer.lookahead
@@ -142,9 +267,9 @@ class _L16Sink:
     def push(self, payload: bytes | None) -> np.ndarray:
         if payload is None:
             return self.concealer.push(None)
+        if len(payload) != 2 * SAMPLES_PER_PACKET:
+            raise ValueError(f"an L16 payload of {len(payload)} bytes; expected {2 * SAMPLES_PER_PACKET}")
         pcm = np.frombuffer(payload, dtype=">i2")
-        if pcm.size != SAMPLES_PER_PACKET:
-            return self.concealer.push(None)  # a malformed payload is concealed like a lost one
         return self.concealer.push(pcm.astype(np.float32) / 32768.0)
 
     def flush(self) -> np.ndarray:
@@ -175,23 +300,30 @@ def receive(
 ) -> tuple[np.ndarray, ReceiveStats]:
     """Receive one RTP stream on the bound UDP ``sock`` and conceal its lost packets.
 
-    Ends at the sender's RTCP BYE, or after ``idle_timeout`` seconds without a packet (waits up
-    to ``first_timeout`` for the first one). Returns the audio ``(n * 320,)`` float32 of packets
-    0 .. n-1 of the stream, aligned with what was sent, and the statistics."""
+    Ends at the played source's RTCP BYE, or after ``idle_timeout`` seconds without a packet
+    (waits up to ``first_timeout`` for the first one). Returns the audio ``(n * 320,)`` float32
+    of packets 0 .. n-1 of the stream, aligned with what was sent, and the statistics. Which
+    datagrams belong to the stream: :class:`SourceFilter`."""
     rtp = _aiortc()
     ticks = _ticks(payload)
     pt = PAYLOADS[payload][0]
     buffer = JitterBuffer(depth)
+    sources = SourceFilter(ticks)
     sink = _sink(payload, concealer)
     out: list[np.ndarray] = []
-    ssrc = start_ts = end_ts = None
-    anchor: tuple[int, int] | None = None  # (extended seq, timestamp) of a received packet
+    ends: dict[int, int] = {}  # ssrc -> the timestamp after its last packet (sender reports)
+    anchor: tuple[int, int] | None = None  # (extended seq, timestamp) of a played packet
 
     def play(items):
         for index, data in items:
             if on_packet is not None:
                 on_packet(index, data)
-            out.append(sink.push(data))
+            try:
+                out.append(sink.push(data))
+            except ValueError:  # a payload that does not decode is a lost packet
+                buffer.stats.malformed += 1
+                buffer.stats.concealed += 1
+                out.append(sink.push(None))
 
     def seq_of(ts: int) -> int:
         """The extended sequence number of the packet with RTP timestamp ``ts``."""
@@ -212,28 +344,37 @@ def receive(
             break
         sock.settimeout(idle_timeout)
         if rtp.is_rtcp(data):
-            bye, start, end = _control(rtp, data, ssrc, started=anchor is not None)
-            start_ts = start_ts if start is None else start
-            end_ts = end_ts if end is None else end
-            if bye:
+            if _control(rtp, data, sources, ends, started=anchor is not None):
                 break
             continue
         try:
             packet = rtp.RtpPacket.parse(data)
         except ValueError:
             continue
-        if packet.payload_type != pt or (ssrc is not None and packet.ssrc != ssrc):
-            continue
-        ssrc = packet.ssrc
-        if anchor is None:
-            anchor = (buffer.extend(packet.sequence_number), packet.timestamp)
-            if start_ts is not None:  # the sender said where the stream starts
-                buffer.start_at(seq_of(start_ts))
-        play(buffer.put(packet.sequence_number, packet.payload))
-    if anchor is None and start_ts is not None and end_ts is not None:  # every packet was lost
-        anchor = (0, start_ts)
-        buffer.start_at(0)
-    last = None if end_ts is None or anchor is None else seq_of(end_ts) - 1
+        due = (
+            []
+            if packet.payload_type != pt
+            else sources.offer(packet.ssrc, packet.sequence_number, packet.timestamp, packet.payload)
+        )
+        if packet.payload_type != pt or sources.ssrc not in (None, packet.ssrc):
+            buffer.stats.foreign += 1
+        for seq, ts, body in due:
+            if anchor is None:
+                anchor = (buffer.extend(seq), ts)
+                if sources.ssrc in sources.announced:  # the sender said where the stream starts
+                    start = seq_of(sources.map_ts(sources.announced[sources.ssrc]))
+                    if 0 <= anchor[0] - start <= MAX_DROPOUT:
+                        buffer.start_at(start)
+            play(buffer.put(seq, body))
+    last = None
+    if anchor is None:  # every packet was lost: the sender's reports still tell the stream
+        known = [s for s in ends if s in sources.announced]
+        if known:
+            anchor = (0, sources.announced[known[-1]])
+            buffer.start_at(0)
+            last = min(seq_of(ends[known[-1]]) - 1, MAX_DROPOUT)
+    elif sources.ssrc in ends:
+        last = min(seq_of(sources.map_ts(ends[sources.ssrc])) - 1, buffer.newest + sources.max_gap())
     play(buffer.end(last))
     out.append(sink.flush())
     audio = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
@@ -241,23 +382,28 @@ def receive(
     return audio[delay:], buffer.stats
 
 
-def _control(rtp, data: bytes, ssrc: int | None, started: bool) -> tuple[bool, int | None, int | None]:
-    """What an RTCP datagram says about the stream ``ssrc`` (None: any): (BYE seen, the RTP timestamp
-    of its first packet (only before one was received), the timestamp after its last packet);
-    None for what it does not say. An unreadable datagram says nothing."""
+def _control(rtp, data: bytes, sources: SourceFilter, ends: dict[int, int], started: bool) -> bool:
+    """Take what an RTCP datagram says about the streams: a sender report with no packets sent
+    announces a stream's first timestamp (only before one was played), a later one the timestamp
+    after its last packet (``ends``). Returns whether it holds a BYE of the played source (of an
+    announced one while none plays). An unreadable datagram says nothing."""
     try:
         packets = rtp.RtcpPacket.parse(data)
     except ValueError:
-        return False, None, None
-    bye, start, end = False, None, None
+        return False
+    bye = False
     for p in packets:
-        if isinstance(p, rtp.RtcpSrPacket) and ssrc in (None, p.ssrc):
+        if isinstance(p, rtp.RtcpSrPacket):
             if p.sender_info.packet_count == 0 and not started:
-                start = p.sender_info.rtp_timestamp  # the stream's first packet
-            elif p.sender_info.packet_count:
-                end = p.sender_info.rtp_timestamp  # the timestamp after the last packet
-        bye = bye or isinstance(p, rtp.RtcpByePacket)
-    return bye, start, end
+                sources.announce(p.ssrc, p.sender_info.rtp_timestamp)
+            elif p.sender_info.packet_count and (p.ssrc == sources.ssrc or p.ssrc in sources.announced):
+                if p.ssrc not in ends and len(ends) >= MAX_CANDIDATES:
+                    ends.pop(next(iter(ends)))
+                ends[p.ssrc] = p.sender_info.rtp_timestamp
+        elif isinstance(p, rtp.RtcpByePacket):
+            playing = sources.ssrc
+            bye = bye or any(s == playing or (playing is None and s in sources.announced) for s in p.sources)
+    return bye
 
 
 def rtp_packets(
@@ -354,4 +500,13 @@ def send(
     return len(wire) + 2
 
 
-__all__ = ["JitterBuffer", "PAYLOADS", "ReceiveStats", "l16_quantise", "receive", "rtp_packets", "send"]
+__all__ = [
+    "JitterBuffer",
+    "PAYLOADS",
+    "ReceiveStats",
+    "SourceFilter",
+    "l16_quantise",
+    "receive",
+    "rtp_packets",
+    "send",
+]

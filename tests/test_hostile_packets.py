@@ -164,3 +164,138 @@ def test_lookahead_must_be_a_whole_number_of_packets(value):
 
 def test_numpy_integer_lookahead_is_accepted():
     assert make_concealer("lpc", lookahead=np.int64(1)).lookahead == 1
+
+
+# ---- the RTP receive path: datagrams from the network ------------------------------------------
+def _sender_report(ssrc: int, ts: int, count: int, bye_for: list[int] | None = None) -> bytes:
+    from aiortc import rtp as wire
+
+    info = wire.RtcpSenderInfo(
+        ntp_timestamp=0, rtp_timestamp=ts & 0xFFFFFFFF, packet_count=count, octet_count=0
+    )
+    out = bytes(wire.RtcpSrPacket(ssrc=ssrc, sender_info=info))
+    return out + (bytes(wire.RtcpByePacket(sources=bye_for)) if bye_for else b"")
+
+
+def _rtp(ssrc: int, seq: int, ts: int, payload: bytes, pt: int = 96) -> bytes:
+    from aiortc import rtp as wire
+
+    packet = wire.RtpPacket(
+        payload_type=pt, sequence_number=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=ssrc
+    )
+    packet.payload = payload
+    return bytes(packet.serialize())
+
+
+def _stream_datagrams(payload: str = "l16", lost=(7, 8, 30)):
+    """A 1.2 s clip as the sender sends it: (start report, packets but the lost, end report + BYE),
+    the stream's (ssrc, first seq, first ts, ticks) and its packets."""
+    from audiomae.audio import load_audio
+    from audiomae.plc.demo import demo_clip_path
+    from audiomae.rtp import _ticks, rtp_packets
+
+    clip = load_audio(demo_clip_path())[: 60 * P]
+    packets, ssrc, seq0, ts0 = rtp_packets(clip, payload, seed=4)
+    ticks, n = _ticks(payload), len(packets)
+    body = [p for i, p in enumerate(packets) if i not in lost]
+    return (
+        [_sender_report(ssrc, ts0, 0)],
+        body,
+        [_sender_report(ssrc, ts0 + n * ticks, n, bye_for=[ssrc])],
+        (ssrc, seq0, ts0, ticks),
+    )
+
+
+def _receive(datagrams, payload: str = "l16", method: str = "lpc"):
+    import socket
+    import threading
+    import time
+
+    rtp = pytest.importorskip("audiomae.rtp")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            zip(("audio", "stats"), rtp.receive(sock, make_concealer(method), payload, idle_timeout=1.0))
+        )
+    )
+    thread.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for i, data in enumerate(datagrams):
+            tx.sendto(data, sock.getsockname())
+            if i % 32 == 31:
+                time.sleep(0.002)  # a paced sender: the receive buffer never overflows
+    thread.join(timeout=120)
+    sock.close()
+    assert not thread.is_alive()
+    return result["audio"], result["stats"]
+
+
+@pytest.fixture(scope="module")
+def stream_alone():
+    start, body, end, _ = _stream_datagrams()
+    return _receive(start + body + end)
+
+
+def test_rtp_hijack_one_stray_datagram_does_not_take_the_receiver_over(stream_alone):
+    import struct
+
+    start, body, end, _ = _stream_datagrams()
+    stray = struct.pack("!BBHII", 0x80, 96, 5, 0, 0xDEADBEEF) + b"\0\1\2\3"
+    audio, stats = _receive([stray, *start, *body, *end])
+    np.testing.assert_array_equal(audio, stream_alone[0])
+    assert stats.received == stream_alone[1].received and stats.lost == 3
+
+
+def test_rtp_hijack_a_random_flood_then_the_stream_equals_the_stream_alone(stream_alone):
+    rng = np.random.default_rng(0)
+    flood = [rng.bytes(int(rng.integers(1, 200))) for _ in range(3000)]
+    # ... and datagrams that parse as RTP of the stream's payload type, from made-up sources
+    flood += [
+        _rtp(int(rng.integers(1, 2**32)), int(rng.integers(0, 2**16)), 0, bytes(2 * P)) for _ in range(300)
+    ]
+    rng.shuffle(flood)
+    start, body, end, _ = _stream_datagrams()
+    audio, _ = _receive([*flood, *start, *body, *end])
+    np.testing.assert_array_equal(audio, stream_alone[0])
+
+
+def test_rtp_foreign_bye_does_not_end_the_session(stream_alone):
+    start, body, end, (ssrc, *_) = _stream_datagrams()
+    foreign_bye = _sender_report(ssrc ^ 1, 0, 5, bye_for=[ssrc ^ 1])
+    audio, _ = _receive([*start, *body[:20], foreign_bye, *body[20:], *end])
+    np.testing.assert_array_equal(audio, stream_alone[0])
+
+
+def test_rtp_sequence_jump_of_one_packet_is_dropped(stream_alone):
+    start, body, end, (ssrc, seq0, ts0, ticks) = _stream_datagrams()
+    jumps = [_rtp(ssrc, seq0 + 30000, ts0 + 30000 * ticks, bytes(2 * P))]  # RFC 3550: > MAX_DROPOUT
+    jumps += [_rtp(ssrc, seq0 + 2900, ts0 + 2900 * ticks, bytes(2 * P))]  # within it, but 58 s at once
+    made_up = [_rtp(ssrc ^ 2, seq0 + 32000 + i, 0, bytes(2 * P)) for i in range(11)]
+    audio, _ = _receive([*start, *body[:20], jumps[0], *body[20:30], jumps[1], *made_up, *body[30:], *end])
+    np.testing.assert_array_equal(audio, stream_alone[0])
+
+
+def test_rtp_sequence_jump_confirmed_is_a_restart_not_a_long_loss(stream_alone):
+    start, body, end, (ssrc, *_) = _stream_datagrams(lost=())
+    from aiortc import rtp as wire
+
+    def shifted(data: bytes) -> bytes:  # the sender restarted its numbering 20000 packets on
+        p = wire.RtpPacket.parse(data)
+        return _rtp(p.ssrc, p.sequence_number + 20000, p.timestamp + 12345, p.payload)
+
+    audio, stats = _receive([*start, *body[:25], *map(shifted, body[25:])])
+    whole, _ = _receive([*start, *body])
+    assert stats.lost == 0 and audio.size == whole.size
+    np.testing.assert_array_equal(audio, whole)
+
+
+def test_rtp_bad_opus_payload_is_a_lost_packet():
+    pytest.importorskip("opuslib_next")
+    start, body, end, (ssrc, seq0, ts0, ticks) = _stream_datagrams("opus", lost=())
+    bad = _rtp(ssrc, seq0 + 10, ts0 + 10 * ticks, bytes(80), pt=111)  # decodes to 10 ms
+    audio, stats = _receive([*start, *body[:10], bad, *body[11:], *end], payload="opus")
+    whole, _ = _receive([*start, *body, *end], payload="opus")
+    assert stats.malformed == 1 and stats.concealed == 1
+    assert audio.size == whole.size and np.isfinite(audio).all()
