@@ -9,17 +9,13 @@ checkpoint. Several processes/GPUs: ``torchrun --nproc_per_node N recipes/finetu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.classify import add_finetune_arguments, main  # noqa: E402
-from audiomae.train.config import load_config  # noqa: E402
+from audiomae.commands.classify import main  # noqa: E402
+from audiomae.train.runner import run_recipe  # noqa: E402
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_finetune_arguments(parser)
-    args = parser.parse_args()
-    main(load_config(args.config, args.overrides), resume=args.resume)
+    raise SystemExit(run_recipe(__doc__, lambda cfg, args: main(cfg, resume=args.resume)))

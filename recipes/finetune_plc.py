@@ -15,27 +15,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import add_arguments  # noqa: E402
-from audiomae.train.config import load_config  # noqa: E402
+from audiomae.train import distributed as dist_utils  # noqa: E402
 from audiomae.train.plc import PLCSettings, evaluate_plc, run_plc_finetune  # noqa: E402
+from audiomae.train.runner import run_recipe  # noqa: E402
 
 
-def main(cfg: dict, resume: bool = False):
+def main(cfg: dict, args: argparse.Namespace) -> None:
     settings = PLCSettings.from_dict(cfg)
-    result = run_plc_finetune(settings, resume=resume)
-    val = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
-    print(f"done: {result.steps} steps in {result.elapsed_s:.0f} s; validation {val or 'n/a'}")
-    return result
+    if args.evaluate:
+        figures = evaluate_plc(args.evaluate, settings)
+        print(f"{args.evaluate}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+        return
+    result = run_plc_finetune(settings, resume=args.resume)
+    if dist_utils.is_main():
+        val = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
+        print(f"done: {result.steps} steps in {result.elapsed_s:.0f} s; validation {val or 'n/a'}")
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--evaluate", metavar="MODEL_DIR", help="only report MODEL_DIR's validation figures")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.add_argument("--evaluate", metavar="MODEL_DIR", help="only report MODEL_DIR's validation figures")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    if args.evaluate:
-        figures = evaluate_plc(args.evaluate, PLCSettings.from_dict(cfg))
-        print(f"{args.evaluate}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
-    else:
-        main(cfg, resume=args.resume)
+    raise SystemExit(run_recipe(__doc__, main, options=options))

@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.commands.pretrain import add_arguments  # noqa: E402
-from audiomae.train.config import load_config  # noqa: E402
+from audiomae.train import distributed as dist_utils  # noqa: E402
 from audiomae.train.plc_residual import (  # noqa: E402
     ResidualPLCSettings,
     calibrate_levels,
@@ -27,13 +26,25 @@ from audiomae.train.plc_residual import (  # noqa: E402
     load_residual,
     run_residual_plc,
 )
+from audiomae.train.runner import run_recipe  # noqa: E402
 
 
-def main(cfg: dict, resume: bool = False):
-    result = run_residual_plc(ResidualPLCSettings.from_dict(cfg), resume=resume)
-    val = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
-    print(f"done: {result.steps} steps in {result.elapsed_s:.0f} s; validation {val or 'n/a'}")
-    return result
+def main(cfg: dict, args: argparse.Namespace) -> None:
+    s = ResidualPLCSettings.from_dict(cfg)
+    if (args.calibrate or args.export_step) and not args.out:
+        raise ValueError("--calibrate and --export-step need --out")
+    if args.export_step:
+        export_step(args.export_step, args.out, s)
+    elif args.calibrate:
+        calibrate(args.calibrate, args.out, s, args.windows)
+    elif args.evaluate:
+        figures = evaluate_residual(args.evaluate, s)
+        print(f"{args.evaluate}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+    else:
+        result = run_residual_plc(s, resume=args.resume)
+        if dist_utils.is_main():
+            val = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
+            print(f"done: {result.steps} steps in {result.elapsed_s:.0f} s; validation {val or 'n/a'}")
 
 
 def calibrate(model_dir: str, out: str, s: ResidualPLCSettings, windows: int) -> None:
@@ -57,7 +68,7 @@ def export_step(step_dir: str, out: str, s: ResidualPLCSettings) -> None:
 
     weights = Path(step_dir) / "model.safetensors"
     if not weights.is_file():
-        raise SystemExit(f"{step_dir}: no model.safetensors (expected a stage's checkpoints/step_N)")
+        raise FileNotFoundError(f"{step_dir}: no model.safetensors (expected a stage's checkpoints/step_N)")
     model = load_residual(s.init)  # the architecture; every weight is replaced below
     model.load_state_dict(load_file(weights), strict=True)
     model.reset_calibration()
@@ -65,24 +76,13 @@ def export_step(step_dir: str, out: str, s: ResidualPLCSettings) -> None:
     print(f"{step_dir} -> {out}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluate", metavar="MODEL_DIR", help="only report MODEL_DIR's validation figures")
     parser.add_argument("--calibrate", metavar="MODEL_DIR", help="write a level-calibrated copy to --out")
     parser.add_argument("--export-step", metavar="CKPT_DIR", help="write a saved step as a model to --out")
     parser.add_argument("--out", help="where --calibrate / --export-step write")
     parser.add_argument("--windows", type=int, default=20000, help="training windows --calibrate uses")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    if (args.calibrate or args.export_step) and not args.out:
-        parser.error("--calibrate and --export-step need --out")
-    if args.export_step:
-        export_step(args.export_step, args.out, ResidualPLCSettings.from_dict(cfg))
-    elif args.calibrate:
-        calibrate(args.calibrate, args.out, ResidualPLCSettings.from_dict(cfg), args.windows)
-    elif args.evaluate:
-        figures = evaluate_residual(args.evaluate, ResidualPLCSettings.from_dict(cfg))
-        print(f"{args.evaluate}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
-    else:
-        main(cfg, resume=args.resume)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_recipe(__doc__, main, options=options))

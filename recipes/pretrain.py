@@ -12,12 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiomae.cli import OneLineParser, run_guarded  # noqa: E402
-from audiomae.commands.pretrain import add_arguments, run  # noqa: E402
+from audiomae.commands.pretrain import main  # noqa: E402
+from audiomae.train.runner import run_recipe  # noqa: E402
 
 if __name__ == "__main__":
-    parser = OneLineParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args()
-    # Errors as one line and Ctrl-C as exit 130, as the audiomae command does.
-    raise SystemExit(run_guarded("pretrain.py", lambda: run(args)))
+    raise SystemExit(run_recipe(__doc__, lambda cfg, args: main(cfg, resume=args.resume)))

@@ -161,6 +161,49 @@ def test_residual_runs_accumulate_in_stages(pools, tmp_path):
     assert read_config(tmp_path / "export")["extra"]["residual_plc"]["start"].endswith("stage_000/model")
 
 
+def test_residual_runner_joins_the_process_group_and_trains_with_its_settings(pools, tmp_path, monkeypatch):
+    """The objective's settings reach the task that trains (not only evaluation), the runner
+    joins torchrun's process group, and each rank draws its own level shifts."""
+    from types import SimpleNamespace
+
+    import audiomae.train.loop as loop
+    from audiomae.train import distributed as dist_utils
+    from audiomae.train.task import derive_seed
+
+    _tiny().save_pretrained(tmp_path / "init")
+    joined, trained = [], []
+    monkeypatch.setattr(dist_utils, "init_distributed", lambda: joined.append(1) or dist_utils.DistInfo())
+    monkeypatch.setattr(loop, "fit", lambda task, *a, **k: trained.append(task) or SimpleNamespace(steps=0))
+    s = ResidualPLCSettings(
+        pool=str(pools / "train"),
+        val_pool=None,
+        init=str(tmp_path / "init"),
+        out_dir=str(tmp_path / "run"),
+        threads=None,
+        energy_gamma=1.5,
+        level_weight=0.25,
+        context_weight=0.5,
+        train=TrainConfig(steps=1, batch_size=4, tensorboard=False, progress=False),
+    )
+    run_residual_plc(s)
+    (task,) = trained
+    assert joined == [1]
+    assert (task.energy_gamma, task.level_weight, task.context_weight) == (1.5, 0.25, 0.5)
+    ds = PoolDataset(load_pool(pools / "train"))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    seeds = {}
+    errors = task._errors
+    for rank in (0, 1):
+        monkeypatch.setattr(dist_utils, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(
+            task,
+            "_errors",
+            lambda b, gen, rank=rank: seeds.setdefault(rank, gen.initial_seed()) and errors(b, gen),
+        )
+        task.training_step(batch, 3)
+    assert seeds[0] == derive_seed(task.seed, 3) != seeds[1]
+
+
 def test_concealer_feeds_a_residual_model_what_it_was_trained_on():
     """With a zero correction the residual model's log-mel is the continuation's own, so the
     MAE concealer with it plays what the MAE-free one plays wherever the MAE is not used."""

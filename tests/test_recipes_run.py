@@ -91,8 +91,9 @@ def test_plc_pool_then_residual_training(tmp_path):
     audio = _audio_folder(tmp_path / "audio")
     group = f"groups=[{{name: voiced, path: {audio}}}]"
     small = ["n_windows=8", "shard_size=4", "windows_per_visit=2", "augment=0.0"]
-    _run(tmp_path, "build_plc_pool.py", str(CONFIGS / "plc_pool/speech.yaml"), group, *small, "out_dir=pool")
-    _run(tmp_path, "build_plc_pool.py", str(CONFIGS / "plc_pool/dev.yaml"), group, *small, "out_dir=pool_dev")
+    for config, out in (("speech", "pool"), ("dev", "pool_dev")):
+        config = str(CONFIGS / f"plc_pool/{config}.yaml")
+        _run(tmp_path, "build_plc_pool.py", "--config", config, group, *small, f"out_dir={out}")
     assert sorted(p.name for p in (tmp_path / "pool").glob("*.npz")) == ["shard_0000.npz", "shard_0001.npz"]
     init = REPO / "audiomae/assets/plc_tiny_speech"
     args = [
@@ -113,3 +114,33 @@ def test_plc_pool_then_residual_training(tmp_path):
     assert "done: 3 steps" in out
     assert (tmp_path / "runs/plc_residual/stage_000/model/model.safetensors").is_file()
     assert (tmp_path / "residual/config.json").is_file()
+
+
+def test_train_vocoder_debug(tmp_path):
+    audio = _audio_folder(tmp_path / "audio")
+    args = [f"data.train_dir={audio}", "threads=1", "train.steps=4", "export=vocoder", "train.progress=false"]
+    out = _run(tmp_path, "train_vocoder.py", "--config", str(CONFIGS / "vocoder/debug.yaml"), *args)
+    assert "done: 4 steps" in out
+    assert (tmp_path / "runs/vocoder_debug/model/model.safetensors").is_file()
+    from audiomae.checkpoint import read_config
+
+    assert read_config(tmp_path / "vocoder")["extra"] == {"steps": 4}
+
+
+def test_a_recipe_reports_a_bad_override_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "train_vocoder.py"),
+            "--config",
+            str(CONFIGS / "vocoder/debug.yaml"),
+            "nope=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("train_vocoder.py: error: unknown vocoder settings: ['nope']")
+    assert "Traceback" not in proc.stderr

@@ -95,14 +95,12 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
     from audiomae.audio import atomic_write
     from audiomae.features import compute_norm_stats
     from audiomae.labels import load_clips
-    from audiomae.train import distributed as dist_utils
     from audiomae.train import fit
+    from audiomae.train.runner import start_run
 
     if s.train is None:
         raise ValueError("FinetuneSettings.train is required (a TrainConfig)")
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    info = dist_utils.init_distributed()
+    info = start_run(s.threads)
     out = Path(s.out_dir)
     train_set, test_set = load_labelled(s.data, out)
     encoder = build_encoder(s, s.data.clip_seconds)

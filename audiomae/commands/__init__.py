@@ -6,6 +6,16 @@ from __future__ import annotations
 import argparse
 
 
+def add_config_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
+    """A training run's command line, the same for every recipe and the ``pretrain`` and
+    ``finetune`` commands: ``--config FILE``, ``--resume`` (unless ``resume=False``) and dotted
+    ``key=value`` overrides (:func:`audiomae.train.config.load_config`)."""
+    p.add_argument("--config", help="YAML config (see recipes/configs/)")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted keys, e.g. train.steps=100")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return _bounded(int, text, 1, "an integer >= 1")

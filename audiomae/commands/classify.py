@@ -12,12 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from audiomae.commands import positive_int
+from audiomae.commands import add_config_arguments, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune or linear-probe an encoder for audio classification")
-    add_finetune_arguments(p)
+    add_config_arguments(p)  # as recipes/finetune_classify.py
     p.set_defaults(func=run_finetune_command)
 
     c = sub.add_parser("classify", help="top-k labels of audio files from a classifier checkpoint")
@@ -25,12 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("files", nargs="+", help="audio files (any rate; resampled to the model's)")
     c.add_argument("--top-k", type=positive_int, default=3, help="labels to print per file (default 3)")
     c.set_defaults(func=run_classify_command)
-
-
-def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (see recipes/configs/classify/)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.steps=100 mode=linear_probe")
 
 
 def main(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from audiomae.commands import add_config_arguments
+
 
 def main(cfg: dict[str, Any], resume: bool = False):
     from audiomae.audio import check_outputs
@@ -33,14 +35,8 @@ def main(cfg: dict[str, Any], resume: bool = False):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="self-supervised MAE pretraining on a folder of audio")
-    add_arguments(p)
+    add_config_arguments(p)  # as recipes/pretrain.py
     p.set_defaults(func=run)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (see recipes/configs/pretrain/)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.steps=100 model.preset=tiny")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -274,10 +274,9 @@ def _window_data(s: PLCSettings) -> DataSettings:
 def run_plc_finetune(s: PLCSettings, resume: bool = False):
     """Fine-tune (or train from scratch) an AudioMAE for PLC; returns the TrainResult."""
     from audiomae.train.loop import fit
+    from audiomae.train.runner import export_model, start_run
 
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    info = dist_utils.init_distributed()
+    info = start_run(s.threads)
     data = _window_data(s)
     if s.init:
         model = AudioMAE.from_pretrained(s.init)
@@ -301,16 +300,13 @@ def run_plc_finetune(s: PLCSettings, resume: bool = False):
         model, s.masks, seed=s.train.seed, target_weight=s.target_weight, energy_gamma=s.energy_gamma
     )
     result = fit(task, train, val_batches, s.train, s.out_dir, resume)
-    if s.export and info.rank == 0:
-        AudioMAE.from_pretrained(Path(s.out_dir) / "model").save_pretrained(
-            s.export,
-            extra={
-                "plc": dataclasses.asdict(s.masks),
-                "context_packets": s.context_packets,
-                "init": s.init,
-                "steps": result.steps,
-            },
-        )
+    extra = {
+        "plc": dataclasses.asdict(s.masks),
+        "context_packets": s.context_packets,
+        "init": s.init,
+        "steps": result.steps,
+    }
+    export_model(Path(s.out_dir) / "model", s.export, AudioMAE.from_pretrained, extra=extra)
     return result
 
 

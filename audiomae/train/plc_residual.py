@@ -27,9 +27,9 @@ from audiomae.config import from_dict
 from audiomae.features import unpatchify
 from audiomae.masking import burst_position, packet_loss_mask
 from audiomae.model import AudioMAE, ResidualPLCMAE
+from audiomae.train import distributed as dist_utils
 from audiomae.train.config import TrainConfig
 from audiomae.train.plc_pool import load_pool
-from audiomae.train.state import starting_point
 from audiomae.train.task import derive_seed
 
 LOG_FLOOR = math.log(1e-8)  # FeatureConfig.log_floor: no log-mel value lies below it
@@ -130,7 +130,7 @@ class ResidualPLCTask:
         return model, cont, weight, pos
 
     def training_step(self, batch, step: int):
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, step))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, step, dist_utils.rank()))
         (objective, _), _, weight, _ = self._errors(batch, gen)
         return (objective * weight).sum() / weight.sum().clamp_min(1e-6), {}
 
@@ -185,42 +185,46 @@ def load_residual(path: str | os.PathLike) -> ResidualPLCMAE:
 
 
 def run_residual_plc(s: ResidualPLCSettings, resume: bool = False):
+    """Train one stage (see the module's docstring); returns the TrainResult. The model is in
+    ``out_dir/stage_K/model`` (and in ``s.export`` when set)."""
     from audiomae.train.loop import fit
+    from audiomae.train.runner import export_model, stage_directory, start_run
 
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    stage, start = starting_point(s.out_dir, s.init, resume)
+    info = start_run(s.threads)
+    stage, start = stage_directory(s.out_dir, s.init, resume)
     model = load_residual(s.init if start == "resume" else start)
     model.reset_calibration()  # a calibration is fitted after training (calibrate_levels)
     model.train()
     train = PoolDataset(load_pool(s.pool, list(s.groups) if s.groups else None))
     val_batches = _val_batches(s)
-    print(
-        f"residual PLC: {model.num_params() / 1e6:.2f} M params, {len(train)} windows, "
-        f"stage {stage.name} from {start}",
-        flush=True,
-    )
+    if info.rank == 0:
+        print(
+            f"residual PLC: {model.num_params() / 1e6:.2f} M params, {len(train)} windows, "
+            f"stage {stage.name} from {start}",
+            flush=True,
+        )
     task = ResidualPLCTask(
         model,
+        # A new stage draws new level shifts; the task mixes in the rank per step.
         seed=derive_seed(s.train.seed, int(stage.name[-3:])),
         target_weight=s.target_weight,
         level_db=s.level_db,
+        energy_gamma=s.energy_gamma,
+        level_weight=s.level_weight,
+        context_weight=s.context_weight,
     )
     result = fit(task, train, val_batches, s.train, stage, resume=start == "resume")
-    if s.export:
-        load_residual(stage / "model").save_pretrained(
-            s.export,
-            extra={
-                "residual_plc": {
-                    "pool": s.pool,
-                    "groups": s.groups,
-                    "stage": stage.name,
-                    "start": start,
-                    "steps": result.steps,
-                    "train": dataclasses.asdict(s.train),
-                }
-            },
-        )
+    extra = {
+        "residual_plc": {
+            "pool": s.pool,
+            "groups": s.groups,
+            "stage": stage.name,
+            "start": start,
+            "steps": result.steps,
+            "train": dataclasses.asdict(s.train),
+        }
+    }
+    export_model(stage / "model", s.export, load_residual, extra=extra)
     return result
 
 

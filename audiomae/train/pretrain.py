@@ -28,7 +28,7 @@ from audiomae.train.data import (
     validation_batches,
 )
 from audiomae.train.plots import save_spectrogram_plot
-from audiomae.train.state import stages, starting_point
+from audiomae.train.state import stages
 from audiomae.train.task import derive_seed
 
 VAL_SEED = 20240229  # validation masks are fixed so validation losses are comparable across steps
@@ -177,13 +177,12 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
     Returns the :class:`~audiomae.train.TrainResult`; the final model is in ``out_dir/model``
     (and in ``s.export`` when set)."""
     from audiomae.train.loop import fit
+    from audiomae.train.runner import export_model, stage_directory, start_run
 
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    info = dist_utils.init_distributed()
+    info = start_run(s.threads)
     out_dir, start, seed = Path(s.out_dir), None, s.train.seed
     if s.init is not None:
-        out_dir, start = starting_point(s.out_dir, s.init, resume)
+        out_dir, start = stage_directory(s.out_dir, s.init, resume)
         resume = start == "resume"
         seed = derive_seed(s.train.seed, int(out_dir.name[-3:]))  # new masks and crops per stage
     if start is not None:
@@ -221,10 +220,8 @@ def run_pretraining(s: PretrainSettings, resume: bool = False):
         model.save_pretrained(
             out_dir / "model", extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": steps}}
         )
-    if s.export and info.rank == 0:
-        AudioMAE.from_pretrained(out_dir / "model").save_pretrained(
-            s.export, extra={"pretrain": {"mask_ratio": s.mask_ratio, "steps": steps}}
-        )
+    extra = {"pretrain": {"mask_ratio": s.mask_ratio, "steps": steps}}
+    export_model(out_dir / "model", s.export, AudioMAE.from_pretrained, extra=extra)
     return result
 
 
