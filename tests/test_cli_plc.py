@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,79 @@ def test_paired_differences_file_by_file(tmp_path):
     assert "| ge10b2 | mae | lpc | -0.100 +- 0.000 (0 / 2) |" in md  # what the MAE adds
     assert "| ge10b2 | lpc | opus | +0.300 +- 0.300 (1 / 2) |" in md
     assert "| ber0 | mae | opus |" not in md  # no loss, nothing to compare
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "audiomae" / "assets"
+
+
+@pytest.fixture
+def lossy_demo(tmp_path):
+    """The bundled clip with packets dropped by ``audiomae simulate``: (lossy file, trace file)."""
+    lossy, trace = tmp_path / "lossy.wav", tmp_path / "t.txt"
+    clip = ASSETS / "demo_speech.flac"
+    args = ["simulate", str(clip), "--loss", "ge10b2", "--seed", "1", "-o", str(lossy), "--trace", str(trace)]
+    assert main(args) == 0
+    return lossy, trace
+
+
+@pytest.mark.parametrize(
+    "model_dir, method",
+    [("plc_residual_speech", "mae"), ("plc_tiny_speech_onnx", "mae-la1")],
+)
+def test_conceal_with_a_model_directory(tmp_path, lossy_demo, model_dir, method):
+    """--model takes a torch checkpoint or an ONNX export; the output is the library's conceal()
+    with that model."""
+    from audiomae.plc import conceal
+    from audiomae.plc.models import load_plc_model
+
+    lossy, trace = lossy_demo
+    out = tmp_path / "out.wav"
+    args = ["conceal", str(lossy), "--trace", str(trace), "-o", str(out), "--method", method]
+    assert main(args + ["--model", str(ASSETS / model_dir)]) == 0
+    x, lost = load_audio(lossy), read_trace(trace)
+    want = conceal(x, lost, method, model=load_plc_model(ASSETS / model_dir))
+    assert np.abs(load_audio(out) - want).max() <= 1.5 / 32768  # the 16-bit file
+    # Not the bundled model's output: the model was used.
+    assert np.abs(want - conceal(x, lost, method)).max() > 1e-3
+
+
+def test_model_option_errors_are_one_line_and_write_nothing(tmp_path, lossy_demo, capsys):
+    lossy, trace = lossy_demo
+    out = tmp_path / "out.wav"
+    base = ["conceal", str(lossy), "--trace", str(trace), "-o", str(out)]
+    residual = str(ASSETS / "plc_residual_speech")
+    for method in ("lpc", "zero", "g711", "opus+lpc"):  # methods that run no model
+        assert main(base + ["--method", method, "--model", residual]) == 2
+        assert f"--model: method {method!r} runs no model (--model is for mae," in capsys.readouterr().err
+    for directory, why in (
+        (ASSETS, "no config.json"),  # a folder of models, not one
+        (ASSETS / "vocoder_speech", "kind is 'vocoder'"),
+        (tmp_path / "nope", "no such model directory"),
+    ):
+        assert main(base + ["--method", "mae", "--model", str(directory)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_eval_plc_and_demo_with_a_model(tmp_path, lossy_demo, capsys):
+    from audiomae.plc import conceal
+    from audiomae.plc.models import load_plc_model
+
+    model = str(ASSETS / "plc_residual_speech")
+    clip = ASSETS / "demo_speech.flac"
+    out = tmp_path / "results"
+    args = ["eval-plc", str(clip), "--conditions", "ge10b2", "--max-seconds", "1.5", "--no-progress"]
+    assert main(args + ["--methods", "zero,mae", "--model", model, "--out", str(out)]) == 0
+    assert [r["method"] for r in csv.DictReader((out / "results.csv").open())] == ["zero", "mae"]
+    # None of the methods runs a model: refused before any work.
+    assert main(args + ["--methods", "zero,lpc", "--model", model, "--out", str(tmp_path / "x")]) == 2
+    assert "methods zero, lpc run no model" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+    demo = tmp_path / "demo"
+    assert main(["demo", "--methods", "zero,mae", "--model", model, "--no-metrics", "--out", str(demo)]) == 0
+    from audiomae.loss_models import apply_loss
+
+    lost = read_trace(demo / "lossy.txt")
+    want = conceal(apply_loss(load_audio(clip), lost), lost, "mae", model=load_plc_model(model))
+    assert np.abs(load_audio(demo / "mae.wav") - want).max() <= 1.5 / 32768

@@ -3,6 +3,7 @@ reordering and duplicates comes out as the offline ``conceal()`` of the same tra
 
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,24 @@ def test_rtp_commands_over_loopback(tmp_path, capsys):
 def test_send_rejects_a_short_trace():
     with pytest.raises(ValueError, match="covers 3 packets"):
         rtp.send(np.zeros(10 * P, dtype=np.float32), ("127.0.0.1", 9), np.zeros(3, dtype=bool))
+
+
+def test_rtp_receive_runs_the_model_it_is_given(tmp_path, monkeypatch, capsys):
+    from audiomae.plc.models import is_residual
+
+    served = []
+
+    def receive(sock, concealer, **options):
+        served.append(concealer)
+        return np.zeros(P, dtype=np.float32), rtp.ReceiveStats()
+
+    monkeypatch.setattr(rtp, "receive", receive)
+    model = str(Path(demo_clip_path()).parent / "plc_residual_speech")
+    base = ["rtp-receive", "--port", "0", "-o", str(tmp_path / "out.wav"), "--model", model]
+    assert main(base + ["--method", "mae"]) == 0
+    assert "listening on 127.0.0.1:" in capsys.readouterr().out
+    assert is_residual(served[0].model)
+    # A method that runs no model refuses one before it listens.
+    assert main(base + ["--method", "lpc"]) == 2
+    captured = capsys.readouterr()
+    assert "--model: method 'lpc' runs no model" in captured.err and "listening" not in captured.out

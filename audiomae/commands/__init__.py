@@ -16,6 +16,34 @@ def add_config_arguments(p: argparse.ArgumentParser, resume: bool = True) -> Non
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted keys, e.g. train.steps=100")
 
 
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    """``--model DIR``: the PLC model of the concealment methods that run one."""
+    from audiomae.plc.base import model_methods
+
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        default=None,
+        help=f"PLC model for {', '.join(model_methods())}: a checkpoint directory (save_pretrained, "
+        "e.g. audiomae/assets/plc_residual_speech) or an ONNX export (audiomae export); "
+        "default the bundled model",
+    )
+
+
+def model_option(directory: str | None, methods: list[str]):
+    """The model ``--model`` names, loaded (None without it). ValueError, before anything is
+    loaded, where none of ``methods`` runs a model."""
+    if directory is None:
+        return None
+    from audiomae.plc.base import method_info, model_methods
+    from audiomae.plc.models import load_plc_model
+
+    if not any(method_info(m).takes_model for m in methods):
+        which = f"method {methods[0]!r} runs" if len(methods) == 1 else f"methods {', '.join(methods)} run"
+        raise ValueError(f"--model: {which} no model (--model is for {', '.join(model_methods())})")
+    return load_plc_model(directory)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return _bounded(int, text, 1, "an integer >= 1")

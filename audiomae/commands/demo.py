@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from audiomae.commands import positive_int
+from audiomae.commands import add_model_argument, model_option, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip", default=None, help="use this audio file instead of the bundled clip")
     p.add_argument("--no-metrics", action="store_true", help="skip scoring (faster)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
+    add_model_argument(p)
     p.set_defaults(func=run)
 
 
@@ -39,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValueError(f"--methods {args.methods!r}: no method named")
-    result = run_demo(args.out, args.condition, methods, args.seed, args.clip, metrics=not args.no_metrics)
+    model = model_option(args.model, methods)
+    result = run_demo(
+        args.out, args.condition, methods, args.seed, args.clip, metrics=not args.no_metrics, model=model
+    )
     lost = result.lost
     print(f"\n{args.condition}: {lost.mean():.1%} of {lost.size} packets lost; files in {args.out}/")
     table = format_table(result)

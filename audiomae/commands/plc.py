@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from audiomae.commands import nonnegative_int, positive_float, positive_int
+from audiomae.commands import add_model_argument, model_option, nonnegative_int, positive_float, positive_int
 from audiomae.plc.base import listed_methods, methods_help
 
 # The benchmark's default methods and the list in --help, from the registry.
@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--clean", default=None, help="the sender's clean file: required by opus and opus-fec")
     p.add_argument("--libopus-deep", metavar="PATH", default=None, help=LIBOPUS_DEEP_HELP)
+    add_model_argument(p)
     p.set_defaults(func=run_conceal)
 
     p = sub.add_parser("eval-plc", help="benchmark concealment methods over files and loss conditions")
@@ -63,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"given) from: {METHODS_HELP}",
     )
     p.add_argument("--libopus-deep", metavar="PATH", default=None, help=LIBOPUS_DEEP_HELP)
+    add_model_argument(p)
     p.add_argument(
         "--conditions",
         default=DEFAULT_CONDITIONS,
@@ -119,7 +121,9 @@ def run_conceal(args: argparse.Namespace) -> int:
     lossy = load_audio(args.lossy)
     lost = check_trace_length(lost, lossy.size)
     clean = load_audio(args.clean) if args.clean else None
-    out = conceal(lossy, lost, method=args.method, lookahead=args.lookahead, clean=clean)
+    model = model_option(args.model, [args.method])
+    options = {} if model is None else {"model": model}
+    out = conceal(lossy, lost, method=args.method, lookahead=args.lookahead, clean=clean, **options)
     save_audio(args.output, out)
     print(f"{args.output}: concealed {int(lost.sum())} of {lost.size} packets with {args.method}")
     return 0
@@ -161,6 +165,7 @@ def run_eval_plc(args: argparse.Namespace) -> int:
     methods = (
         _split(args.methods) if args.methods is not None else skip_if_unavailable(_split(DEFAULT_METHODS))
     )
+    model = model_option(args.model, methods)
     files = _collect(args.inputs)
     if args.max_files is not None:
         files = files[: args.max_files]
@@ -172,6 +177,7 @@ def run_eval_plc(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_seconds=args.max_seconds,
         progress=not args.no_progress,
+        model=model,
     )
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from audiomae.commands import nonnegative_int, positive_float, positive_int
+from audiomae.commands import add_model_argument, model_option, nonnegative_int, positive_float, positive_int
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -12,6 +12,13 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"must be HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _port(text: str) -> int:
+    port = nonnegative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return port
 
 
 def _share(text: str) -> float:
@@ -23,12 +30,13 @@ def _share(text: str) -> float:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rtp-receive", help="receive an RTP stream, conceal its lost packets, write the audio")
-    p.add_argument("--port", type=positive_int, required=True, help="UDP port to listen on")
+    p.add_argument("--port", type=_port, required=True, help="UDP port to listen on (0: a free one, printed)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("-o", "--output", required=True, help="audio file to write")
     p.add_argument("--payload", choices=["l16", "opus"], default="l16", help="RTP payload (default l16)")
     p.add_argument("--method", default="lpc", help="concealment method (default lpc; see audiomae conceal)")
     p.add_argument("--lookahead", type=nonnegative_int, default=None, help="packets of lookahead")
+    add_model_argument(p)
     p.add_argument(
         "--depth", type=positive_int, default=3, help="jitter buffer: packets waited for a gap (default 3)"
     )
@@ -73,10 +81,14 @@ def run_receive(args: argparse.Namespace) -> int:
 
     _need_aiortc("rtp-receive")
     check_outputs({"-o": args.output}, audio=["-o"])
-    concealer = build_concealer(args.method, args.lookahead)  # before listening: loading takes a while
+    model = model_option(args.model, [args.method])
+    options = {} if model is None else {"model": model}
+    # Before listening: loading a model takes a while.
+    concealer = build_concealer(args.method, args.lookahead, **options)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((args.host, args.port))
-        print(f"listening on {args.host}:{args.port} ({args.payload}, {args.method})", flush=True)
+        host, port = sock.getsockname()[:2]
+        print(f"listening on {host}:{port} ({args.payload}, {args.method})", flush=True)
         audio, stats = receive(
             sock, concealer, payload=args.payload, depth=args.depth, idle_timeout=args.timeout
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -34,14 +35,31 @@ def trace_seed(file: str | os.PathLike, condition: str, seed: int = 0) -> int:
     return zlib.crc32(f"{Path(file).name}|{condition}|{seed}".encode())
 
 
-def _check_methods(methods: Sequence[str]) -> None:
+def _check_methods(methods: Sequence[str], model=None) -> None:
     from audiomae.plc import make_concealer
 
     for method in methods:
         try:
-            make_concealer(method)
+            make_concealer(method, **_model_option(method, model))
         except (ValueError, ImportError) as exc:
             raise ValueError(f"method {method!r} is not available: {exc}") from exc
+
+
+def _model_option(method: str, model) -> dict:
+    """``{"model": ...}`` for a method that runs a model when one is given, else nothing."""
+    from audiomae.plc.base import method_info
+
+    if model is None or not method_info(method).takes_model:
+        return {}
+    return {"model": _loaded(model) if isinstance(model, (str, os.PathLike)) else model}
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(directory: str | os.PathLike):
+    """A model directory loaded once per process (each worker process loads its own)."""
+    from audiomae.plc.models import load_plc_model
+
+    return load_plc_model(directory)
 
 
 def run_plc_benchmark(
@@ -53,6 +71,7 @@ def run_plc_benchmark(
     max_seconds: float | None = None,
     progress: bool = True,
     workers: int = 1,
+    model=None,
 ) -> list[dict]:
     """Conceal every file under every loss condition with every method and score the result.
 
@@ -65,6 +84,9 @@ def run_plc_benchmark(
         max_seconds: keep only the first ``max_seconds`` of each file.
         progress: show a tqdm bar.
         workers: processes to spread (file, condition) jobs over (results are identical).
+        model: the PLC model of the methods that run one (``mae``, ``opus+mae``, ...): a model
+            directory (:func:`audiomae.plc.models.load_plc_model`) or a loaded model; None: the
+            bundled one. Other methods run as always.
 
     Returns one dict per (file, condition, method) with the keys in ``COLUMNS``; metrics are
     float (nan where a metric is not defined for a clip, with the reason in ``notes`` and printed
@@ -80,7 +102,12 @@ def run_plc_benchmark(
     if not conditions:
         raise ValueError("no loss conditions")
     specs = {c: as_loss_spec(c) for c in conditions}  # bad names fail here, before any work
-    _check_methods(methods)
+    if model is not None:
+        from audiomae.plc.base import method_info
+
+        if not any(method_info(m).takes_model for m in methods):
+            raise ValueError(f"a model was given but none of the methods {', '.join(methods)} runs one")
+    _check_methods(methods, model)
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     out_dir = Path(out_dir)
@@ -92,7 +119,8 @@ def run_plc_benchmark(
 
     from tqdm.auto import tqdm
 
-    jobs = [(str(f), c, specs[c], tuple(methods), seed, max_seconds) for f in files for c in conditions]
+    job = (tuple(methods), seed, max_seconds, model)
+    jobs = [(str(f), c, specs[c], *job) for f in files for c in conditions]
     rows: list[dict] = []
     bar = tqdm(total=len(jobs), desc="plc benchmark", unit="trace", disable=not progress)
     if workers <= 1:
@@ -153,7 +181,7 @@ def _run_job(job: tuple) -> list[dict]:
     """Conceal one (file, condition) with every method and score each output."""
     from audiomae.plc import conceal
 
-    file, condition, spec, methods, seed, max_seconds = job
+    file, condition, spec, methods, seed, max_seconds, model = job
     clean = load_audio(file)
     if max_seconds is not None:
         clean = clean[: int(max_seconds * SAMPLE_RATE)]
@@ -163,7 +191,7 @@ def _run_job(job: tuple) -> list[dict]:
     rows = []
     for method in methods:
         start = time.perf_counter()
-        out = conceal(lossy, lost, method, clean=clean)
+        out = conceal(lossy, lost, method, clean=clean, **_model_option(method, model))
         elapsed = time.perf_counter() - start
         notes: list[str] = []
         scores = {}

@@ -270,6 +270,7 @@ class MethodInfo:
     lists: tuple[str, ...] = ()  # default method lists it is in: "demo", "eval" (the benchmark), "bench"
     ablation_of: str | None = None  # the method this one is with one part switched off
     note: str = ""  # what the method needs, for help texts (e.g. "--clean")
+    takes_model: bool = False  # runs a PLC model given as ``model=`` (the CLI's --model)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -298,12 +299,14 @@ def register_concealer(
     lists: tuple[str, ...] = (),
     ablation_of: str | None = None,
     note: str = "",
+    takes_model: bool = False,
 ) -> None:
     """Make ``make_concealer(name, **kwargs)`` call ``factory(**kwargs)``; re-registering replaces.
-    The keywords are the method's :class:`MethodInfo` (where listings show it)."""
+    The keywords are the method's :class:`MethodInfo` (where listings show it, whether it runs
+    a model)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"concealer name must be a non-empty string, got {name!r}")
-    _REGISTRY[name] = MethodInfo(name, factory, group, tuple(lists), ablation_of, note)
+    _REGISTRY[name] = MethodInfo(name, factory, group, tuple(lists), ablation_of, note, takes_model)
 
 
 def method_info(name: str) -> MethodInfo:
@@ -329,6 +332,11 @@ def listed_methods(list_name: str | None = None) -> list[str]:
 def baseline_methods() -> list[str]:
     """The registered baselines (group "baseline"), in listing order."""
     return [m for m in listed_methods() if _REGISTRY[m].group == "baseline"]
+
+
+def model_methods() -> list[str]:
+    """The methods that run a PLC model (``model=``), in listing order."""
+    return [m for m in listed_methods() if _REGISTRY[m].takes_model]
 
 
 def ablations() -> dict[str, str]:

@@ -43,10 +43,10 @@ class DemoResult:
     out_dir: Path
 
 
-def available(methods: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, str]]:
+def available(methods: tuple[str, ...] | list[str], model=None) -> tuple[list[str], dict[str, str]]:
     """Split ``methods`` into those that can run here and those that cannot (with the reason,
     e.g. an optional dependency that is not installed). A name that is no method at all raises
-    ValueError."""
+    ValueError. ``model``: a loaded PLC model for the methods that run one (None: the bundled)."""
     from audiomae.plc import available_methods, make_concealer
 
     known = available_methods()
@@ -56,11 +56,17 @@ def available(methods: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str
     ok, skipped = [], {}
     for m in methods:
         try:
-            make_concealer(m)
+            make_concealer(m, **_model_option(m, model))
             ok.append(m)
         except (ValueError, ImportError, FileNotFoundError) as exc:
             skipped[m] = str(exc)
     return ok, skipped
+
+
+def _model_option(method: str, model) -> dict:
+    from audiomae.plc.base import method_info
+
+    return {"model": model} if model is not None and method_info(method).takes_model else {}
 
 
 def run_demo(
@@ -71,11 +77,14 @@ def run_demo(
     clip: str | os.PathLike | None = None,
     metrics: bool = True,
     progress: bool = True,
+    model=None,
 ) -> DemoResult:
     """Conceal one clip under one loss condition with every method; write wavs, a PNG and a table.
 
-    Everything is checked before the work starts (condition, methods, clip, output folder) and
-    the files are written together at the end, all or none."""
+    ``model``: the PLC model of the methods that run one (``mae``, ``opus+mae``, ...), a model
+    directory (:func:`~audiomae.plc.models.load_plc_model`) or a loaded model; None: the bundled
+    one. Everything is checked before the work starts (condition, methods, clip, output folder,
+    model) and the files are written together at the end, all or none."""
     from tqdm.auto import tqdm
 
     from audiomae.plc import conceal
@@ -84,7 +93,14 @@ def run_demo(
     spec = as_loss_spec(condition)
     if not methods:
         raise ValueError("no methods to run")
-    runnable, skipped = available(list(methods))
+    if model is not None:
+        from audiomae.plc.base import method_info
+        from audiomae.plc.models import as_plc_model
+
+        if not any(method_info(m).takes_model for m in methods):
+            raise ValueError(f"a model was given but none of the methods {', '.join(methods)} runs one")
+        model = as_plc_model(model)
+    runnable, skipped = available(list(methods), model)
     if not runnable:
         raise ValueError(
             f"none of the methods can run here: {'; '.join(f'{m}: {w}' for m, w in skipped.items())}"
@@ -108,7 +124,7 @@ def run_demo(
         print(f"skipping {m}: {why}")
     outputs: dict[str, np.ndarray] = {}
     for m in tqdm(runnable, desc="concealing", unit="method", disable=not progress):
-        outputs[m] = conceal(lossy, lost, m, clean=clean)
+        outputs[m] = conceal(lossy, lost, m, clean=clean, **_model_option(m, model))
 
     rows: dict[str, dict[str, float]] = {}
     if metrics:

@@ -549,9 +549,9 @@ def lpc_factory(default_lookahead: int) -> Callable[..., MAEConcealer]:
     return make
 
 
-register_concealer("mae", mae_factory(0), lists=("demo", "eval", "bench"))
-register_concealer("mae-la1", mae_factory(1), lists=("demo", "eval", "bench"))
-register_concealer("mae-la2", mae_factory(2))
+register_concealer("mae", mae_factory(0), lists=("demo", "eval", "bench"), takes_model=True)
+register_concealer("mae-la1", mae_factory(1), lists=("demo", "eval", "bench"), takes_model=True)
+register_concealer("mae-la2", mae_factory(2), takes_model=True)
 # The MAE concealer's signal path with the MAE switched off: the LPC continuation with its mixed
 # excitation, the two-sided bridge, fades, comfort noise. What the MAE's prediction adds.
 register_concealer("lpc", lpc_factory(0), lists=("demo", "bench"), ablation_of="mae")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported only where the torch backend runs
     import torch
@@ -58,6 +61,44 @@ def load_default_plc_model(map_location: str | torch.device = "cpu") -> AudioMAE
     return AudioMAE.from_pretrained(str(path), map_location=map_location)
 
 
+# config.json "kind" of the checkpoints a concealer runs in torch (AudioMAE.from_pretrained).
+TORCH_PLC_KINDS = ("audiomae", "residual_plc")
+
+
+def load_plc_model(directory: str | os.PathLike, threads: int = 1) -> Any:
+    """The PLC model saved in ``directory``: a torch checkpoint (an AudioMAE or ResidualPLCMAE
+    saved with ``save_pretrained``, e.g. ``audiomae/assets/plc_residual_speech``) or an ONNX
+    export (``audiomae export``; run by :class:`audiomae.runtime.OnnxPLCModel` with ``threads``),
+    told apart by the ``kind`` in its ``config.json``. Raises FileNotFoundError for a missing
+    directory and ValueError, in one line, for one that holds neither."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    config = path / "config.json"
+    expected = "a PLC model checkpoint (save_pretrained) or ONNX export (audiomae export)"
+    if not config.is_file():
+        raise ValueError(f"{path}: not {expected}: no config.json")
+    try:
+        kind = json.loads(config.read_text()).get("kind")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"{config}: not {expected}: unreadable config ({type(exc).__name__})") from None
+    if kind == "onnx_plc":
+        from audiomae.runtime.model import OnnxPLCModel
+
+        return OnnxPLCModel(path, threads=threads)
+    if kind in TORCH_PLC_KINDS:
+        from audiomae.model import AudioMAE
+
+        return AudioMAE.from_pretrained(path)
+    raise ValueError(f"{path}: not {expected}: its config.json kind is {kind!r}")
+
+
+def as_plc_model(model: Any) -> Any:
+    """``model`` itself, or for a directory (a str or path) the model saved there
+    (:func:`load_plc_model`); None stays None (the bundled model)."""
+    return load_plc_model(model) if isinstance(model, (str, os.PathLike)) else model
+
+
 def default_backend() -> str:
     """The default backend: "torch" where torch is installed, else "onnx" (an install without
     the train extra)."""
@@ -105,9 +146,12 @@ def is_residual(model) -> bool:
 __all__ = [
     "BACKENDS",
     "DEFAULT_PLC_MODEL",
+    "TORCH_PLC_KINDS",
+    "as_plc_model",
     "backend_model",
     "default_backend",
     "int8_copy",
     "is_residual",
     "load_default_plc_model",
+    "load_plc_model",
 ]

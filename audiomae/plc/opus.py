@@ -355,8 +355,9 @@ register_concealer(
 )
 _ON_OPUS = {"group": "on-opus", "note": "simulate the codec and need --clean"}
 register_concealer("opus+g711", lambda **kw: OpusDecodedConcealer(G711Concealer(), **kw), **_ON_OPUS)
-register_concealer("opus+mae", _on_opus(mae_factory(0)), lists=("demo", "bench"), **_ON_OPUS)
-register_concealer("opus+mae-la1", _on_opus(mae_factory(1)), lists=("demo", "bench"), **_ON_OPUS)
+_MAE_ON_OPUS = {"lists": ("demo", "bench"), "takes_model": True, **_ON_OPUS}
+register_concealer("opus+mae", _on_opus(mae_factory(0)), **_MAE_ON_OPUS)
+register_concealer("opus+mae-la1", _on_opus(mae_factory(1)), **_MAE_ON_OPUS)
 register_concealer("opus+lpc", _on_opus(lpc_factory(0)), lists=("bench",), ablation_of="opus+mae", **_ON_OPUS)
 register_concealer(
     "opus+lpc-la1", _on_opus(lpc_factory(1)), lists=("bench",), ablation_of="opus+mae-la1", **_ON_OPUS
