@@ -253,6 +253,35 @@ def write_all(writes: list[tuple]) -> list[Path]:
     return [path for _, path in staged]
 
 
+def regular_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> int:
+    """Size of ``path`` after checking that it is a regular file of at most ``max_bytes`` (links
+    are followed: a link to a device or a directory is refused, so no read can hang or never end)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing {what}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: {what} is not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ValueError(f"{path}: {what} is {st.st_size} bytes, more than the {max_bytes} allowed")
+    return st.st_size
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 lowercase hex digits."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def atomic_write(path: str | os.PathLike, write_fn, suffix: str | None = None) -> Path:
     """Call ``write_fn(tmp_path)`` then rename into place, so readers never see a partial file."""
     return write_all([(path, write_fn, suffix)])[0]

@@ -19,11 +19,9 @@ Model families register themselves with :func:`register_kind` when their module 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +30,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from audiomae.audio import atomic_write
+from audiomae.audio import atomic_write, file_sha256, regular_file
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 MAX_CONFIG_BYTES = 4 << 20  # a config is a few kB; labels of a large classifier stay far below
+# Checked before the file is hashed or read: ViT-B with its decoder is 0.45 GB in fp32.
+MAX_WEIGHTS_BYTES = 2 << 30
+# No trained weight comes near this; 1e30 or inf would only surface later, as NaN or as a
+# quantiser's error on the first lost packet.
+MAX_ABS_WEIGHT = 1e6
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
@@ -62,14 +65,6 @@ def register_kind(
     _EXPORTERS[cls] = lambda m: (kind, describe(m))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(
     directory: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any]
 ) -> Path:
@@ -80,26 +75,10 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     weights = atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp))
-    meta = {"format_version": FORMAT_VERSION, **config, "weights_sha256": _sha256(weights)}
+    meta = {"format_version": FORMAT_VERSION, **config, "weights_sha256": file_sha256(weights)}
     text = json.dumps(meta, indent=2, sort_keys=True)
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return directory
-
-
-def _regular_file(path: Path, what: str, max_bytes: int | None = None) -> int:
-    """Size of ``path`` after checking that it is a regular file (links are followed: a link to
-    a device or a directory is refused, so nothing can make a read hang or never end)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing {what}") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read {what} ({exc.strerror})") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{path}: {what} is not a regular file")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise ValueError(f"{path}: {what} is {st.st_size} bytes, more than the {max_bytes} allowed")
-    return st.st_size
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -111,7 +90,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(f"{directory}: not a checkpoint (missing {CONFIG_NAME})")
-    _regular_file(path, "checkpoint config", MAX_CONFIG_BYTES)
+    regular_file(path, "checkpoint config", MAX_CONFIG_BYTES)
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -185,14 +164,14 @@ def inspect_checkpoint(
     config = read_config(directory)
     config_path = directory / CONFIG_NAME
     weights = directory / WEIGHTS_NAME
-    _regular_file(weights, "weights file")
+    regular_file(weights, "weights file", MAX_WEIGHTS_BYTES)
     expected = config.get("weights_sha256")
     if expected is None and require_checksum:
         raise ValueError(
             f"{config_path}: no weights_sha256, so the weights cannot be verified (save the checkpoint "
             "with audiomae, or load a hand-made one with require_checksum=False)"
         )
-    if expected is not None and _sha256(weights) != expected:
+    if expected is not None and file_sha256(weights) != expected:
         raise ValueError(
             f"{weights}: checksum mismatch (file truncated, modified, or not saved with this config)"
         )
@@ -296,9 +275,15 @@ def _read_tensors(info: CheckpointInfo, map_location) -> dict[str, torch.Tensor]
 
     weights = info.directory / WEIGHTS_NAME
     try:
-        return load_file(str(weights), device=str(map_location))
+        tensors = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{weights}: corrupt weights file ({_one_line(exc)})") from exc
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel() and not bool(t.abs().max() <= MAX_ABS_WEIGHT):
+            raise ValueError(
+                f"{weights}: tensor {name} holds non-finite or huge values (|x| > {MAX_ABS_WEIGHT:g})"
+            )
+    return tensors
 
 
 def save_model(directory: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None) -> Path:

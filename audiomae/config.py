@@ -46,6 +46,11 @@ class FeatureConfig:
             )
         if not (self.power > 0 and self.log_floor > 0 and self.f_min >= 0):
             raise ValueError("power and log_floor must be positive and f_min >= 0")
+        if not self.f_min < self.fmax <= self.sample_rate / 2:
+            raise ValueError(
+                f"need f_min < f_max <= sample_rate / 2, got f_min {self.f_min}, f_max {self.fmax} "
+                f"at {self.sample_rate} Hz"
+            )
 
     @property
     def fmax(self) -> float:
@@ -88,6 +93,16 @@ class ModelConfig:
     dec_window: int | None = None
 
     def __post_init__(self) -> None:
+        sizes = {k: getattr(self, k) for k in ("n_mels", "max_frames", "patch_f", "patch_t")}
+        sizes.update({k: getattr(self, k) for k in ("enc_dim", "enc_depth", "enc_heads", "dec_dim")})
+        sizes.update({k: getattr(self, k) for k in ("dec_depth", "dec_heads")})
+        bad = [k for k, v in sizes.items() if v < 1]
+        if bad:
+            raise ValueError(f"{bad[0]} must be at least 1, got {sizes[bad[0]]}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.dec_window is not None and self.dec_window < 0:
+            raise ValueError(f"dec_window must be None (global) or >= 0 columns, got {self.dec_window}")
         if self.n_mels % self.patch_f:
             raise ValueError(f"n_mels {self.n_mels} is not a multiple of patch_f {self.patch_f}")
         if self.max_frames % self.patch_t:
@@ -126,6 +141,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         patch_t=16,
     ),
 }
+
+
+# Normalisation statistics of log-mel values (natural log of power: about -18 .. 10): a mean or
+# std far outside these bounds is not a front end's, and would only show up as NaN or silence.
+NORM_MEAN_LIMIT = 1e3
+NORM_STD_RANGE = (1e-3, 1e3)
+
+
+def check_norm(mean: Any, std: Any, where: str = "norm") -> None:
+    """Raise ValueError unless ``mean`` / ``std`` are normalisation statistics of log-mel values."""
+    import math
+
+    for name, v in (("mean", mean), ("std", std)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}.{name}: expected a finite number, got {_show(v)}")
+    lo, hi = NORM_STD_RANGE
+    if abs(mean) > NORM_MEAN_LIMIT or not lo <= std <= hi:
+        raise ValueError(
+            f"{where}: mean {mean} / std {std} are not log-mel statistics (need |mean| <= "
+            f"{NORM_MEAN_LIMIT:g} and {lo:g} <= std <= {hi:g})"
+        )
+
+
+def check_plc_geometry(features: FeatureConfig, model: ModelConfig, where: str = "model") -> None:
+    """Raise ValueError unless a model of this front end and geometry can conceal 20 ms packets:
+    the stream's sample rate, and one patch column = one packet."""
+    if features.sample_rate != audio.SAMPLE_RATE:
+        raise ValueError(
+            f"{where}: features.sample_rate is {features.sample_rate} Hz; a PLC model works on the "
+            f"stream's {audio.SAMPLE_RATE} Hz"
+        )
+    if features.hop_length * model.patch_t != audio.SAMPLES_PER_PACKET:
+        raise ValueError(
+            f"{where}: a patch column is {model.patch_t} frames x {features.hop_length} samples; a PLC "
+            f"model needs one {audio.SAMPLES_PER_PACKET}-sample packet per column"
+        )
+    if features.n_mels != model.n_mels:
+        raise ValueError(f"{where}: features.n_mels {features.n_mels} != model.n_mels {model.n_mels}")
 
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
@@ -216,4 +269,14 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-__all__ = ["check_fields", "FeatureConfig", "ModelConfig", "PRESETS", "model_preset", "to_dict", "from_dict"]
+__all__ = [
+    "check_fields",
+    "check_norm",
+    "check_plc_geometry",
+    "FeatureConfig",
+    "ModelConfig",
+    "PRESETS",
+    "model_preset",
+    "to_dict",
+    "from_dict",
+]

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audiomae.audio import atomic_write
+from audiomae.audio import atomic_write, file_sha256
 from audiomae.features import patchify, unpatchify
 from audiomae.model import AudioMAE, ResidualPLCMAE
 
@@ -161,8 +161,9 @@ def export_onnx(
             )
     finally:
         log.setLevel(level)
-    atomic_write(directory / ONNX_NAME, lambda tmp: program.save(tmp, external_data=False))
+    onnx_path = atomic_write(directory / ONNX_NAME, lambda tmp: program.save(tmp, external_data=False))
     config = export_config(model, opset, source_sha256)
+    config["onnx"]["sha256"] = file_sha256(onnx_path)
     text = json.dumps(config, indent=2, sort_keys=True)
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return directory

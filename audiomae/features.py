@@ -125,9 +125,10 @@ class NormStats:
     std: float = 1.0
 
     def __post_init__(self) -> None:
-        # A zero or non-finite std would only show up later, as NaN inputs to the model.
-        if not (np.isfinite(self.mean) and np.isfinite(self.std) and self.std > 0):
-            raise ValueError(f"norm needs a finite mean and a finite std > 0, got {self.mean}, {self.std}")
+        # A zero, huge or non-finite std would only show up later, as NaN inputs to the model.
+        from audiomae.config import check_norm
+
+        check_norm(float(self.mean), float(self.std))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -78,7 +78,8 @@ CONFIG_EDITS = {
     "enc_dim-changed": (_set("model.enc_dim", 64), "patch_embed"),
     "enc_dim-huge": (_set("model.enc_dim", 1 << 20), "config.json"),
     "enc_depth-huge": (_set("model.enc_depth", 10**9), "larger than"),
-    "enc_depth-zero": (_set("model.enc_depth", 0), "weights do not match"),
+    "enc_depth-zero": (_set("model.enc_depth", 0), "enc_depth"),
+    "dec_window-negative": (_set("model.dec_window", -5), "dec_window"),
     "enc_heads-zero": (_set("model.enc_heads", 0), "config.json"),
     "max_frames-huge": (_set("model.max_frames", 1 << 40), "larger than"),
     "patch_f-zero": (_set("model.patch_f", 0), "config.json"),
@@ -93,7 +94,10 @@ CONFIG_EDITS = {
     "hop-zero": (_set("features.hop_length", 0), "hop_length"),
     "f_max-string": (_set("features.f_max", "8000"), "features.f_max"),
     "features-n_mels-mismatch": (_set("features.n_mels", 64), "n_mels"),
+    "f_min-above-nyquist": (_set("features.f_min", 9000.0), "f_min"),
     "norm-std-zero": (_set("norm.std", 0.0), "std"),
+    "norm-std-huge": (_set("norm.std", 1e300), "std"),
+    "norm-mean-huge": (_set("norm.mean", -1e30), "mean"),
     "norm-std-nan": (_set("norm.std", float("nan")), "norm.std"),
     "norm-std-negative": (_set("norm.std", -1.0), "std"),
     "norm-std-missing-null": (_set("norm.std", None), "norm.std"),
@@ -242,3 +246,86 @@ def test_the_reader_accepts_what_the_writer_writes(good, tmp_path):
 
 def test_at_least_fifty_variants():
     assert len(CONFIG_EDITS) + len(RAW_CONFIGS) + len(WEIGHT_EDITS) + 6 >= 50
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_non_finite_or_huge_weights_are_refused(good, tmp_path, value):
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(good, tmp_path / "ck")
+    tensors = {k: v.clone() for k, v in load_file(str(path / "model.safetensors")).items()}
+    key = next(k for k in tensors if k.endswith("patch_embed.weight"))
+    tensors[key].view(-1)[3] = value
+    save_file(tensors, str(path / "model.safetensors"))
+    _rewrite_weights(path, lambda raw: raw, fix_sha=True)  # a consistent forgery
+    with pytest.raises(ValueError, match="non-finite or huge") as info:
+        load_model(path)
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_huge_weights_file_is_refused_before_it_is_read(good, tmp_path, capsys):
+    from audiomae.checkpoint import MAX_WEIGHTS_BYTES
+
+    path = _copy(good, tmp_path / "ck")
+    with open(path / "model.safetensors", "r+b") as fh:
+        fh.truncate(MAX_WEIGHTS_BYTES + 1)  # sparse: no disk used, 2 GB to hash if it were read
+    _check_fails(path, ["bytes, more than"], capsys)
+
+
+# ---- the torch-free runtime's exports: the same checks -----------------------------------------
+@pytest.fixture(scope="module")
+def export_dir():
+    from importlib.resources import files
+
+    return files("audiomae") / "assets" / "plc_tiny_speech_onnx"
+
+
+EXPORT_EDITS = {
+    "model-missing": (_delete("model"), "model"),
+    "features-missing": (_delete("features"), "features"),
+    "norm-missing": (_delete("norm"), "norm"),
+    "n_mels-string": (_set("model.n_mels", "80"), "model.n_mels"),
+    "patch_t-zero": (_set("model.patch_t", 0), "patch_t"),
+    "dec_window-negative": (_set("model.dec_window", -5), "dec_window"),
+    "version-string": (_set("format_version", "1"), "format_version"),
+    "sample_rate-8k": (_set("features.sample_rate", 8000), "sample_rate"),
+    "f_min-above-nyquist": (_set("features.f_min", 9000.0), "f_min"),
+    "norm-std-huge": (_set("norm.std", 1e300), "std"),
+    "onnx-file-absolute": (_set("onnx.file", "/etc/passwd"), "onnx.file"),
+    "onnx-file-parent": (_set("onnx.file", "../model.onnx"), "onnx.file"),
+    "onnx-sha-missing": (_delete("onnx.sha256"), "onnx.sha256"),
+    "onnx-sha-wrong": (_set("onnx.sha256", "0" * 64), "checksum"),
+}
+
+
+def _copy_export(src, dst):
+    dst.mkdir()
+    for name in ("config.json", "model.onnx"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("name", sorted(EXPORT_EDITS))
+def test_tampered_export_config(export_dir, tmp_path, name):
+    from audiomae.runtime import OnnxPLCModel
+
+    edit, word = EXPORT_EDITS[name]
+    path = _copy_export(export_dir, tmp_path / "export")
+    cfg = json.loads((path / "config.json").read_text())
+    edit(cfg)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        OnnxPLCModel(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and word in message, message
+
+
+def test_a_flipped_byte_in_the_onnx_file_is_caught(export_dir, tmp_path):
+    from audiomae.runtime import OnnxPLCModel
+
+    path = _copy_export(export_dir, tmp_path / "export")
+    raw = bytearray((path / "model.onnx").read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (path / "model.onnx").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        OnnxPLCModel(path)

@@ -10,15 +10,27 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from audiomae.config import FeatureConfig, ModelConfig, from_dict
+from audiomae.audio import file_sha256, regular_file
+from audiomae.config import (
+    FeatureConfig,
+    ModelConfig,
+    check_fields,
+    check_norm,
+    check_plc_geometry,
+    from_dict,
+)
 from audiomae.runtime.features import LogMel
 
 EXPORT_FORMAT_VERSION = 1
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ONNX_BYTES = 2 << 30  # checked before the file is hashed or parsed
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_ONNX_MODEL = "plc_tiny_speech_onnx"
 DEFAULT_SOURCE_MODEL = "plc_tiny_speech"  # the bundled checkpoint the bundled export was made from
 
@@ -32,28 +44,68 @@ class Norm:
 
 
 def read_export_config(directory: str | os.PathLike) -> dict:
-    """The ``config.json`` of an export directory, checked; raises one clear error otherwise."""
+    """The ``config.json`` of an export directory, checked as a torch checkpoint's is (typed and
+    ranged fields, a geometry that conceals 20 ms packets, the model file named inside the
+    directory with its SHA-256); raises one clear error otherwise."""
     directory = Path(directory)
     path = directory / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{directory}: not an ONNX export (no config.json; make one with audiomae export)"
         )
+    regular_file(path, "export config", MAX_CONFIG_BYTES)
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: corrupt export config ({exc})") from exc
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: corrupt export config ({_first_line(exc)})") from exc
     if not isinstance(config, dict) or config.get("kind") != "onnx_plc":
         kind = config.get("kind") if isinstance(config, dict) else None
         torch_kinds = ("audiomae", "residual_plc")
         hint = "; export it first: audiomae export CHECKPOINT -o DIR" if kind in torch_kinds else ""
         raise ValueError(f"{directory}: not an ONNX PLC export (kind {kind!r}){hint}")
-    if config.get("format_version", 0) > EXPORT_FORMAT_VERSION:
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: format_version must be an integer >= 1, got {version!r}")
+    if version > EXPORT_FORMAT_VERSION:
         raise ValueError(
-            f"{path}: export format {config['format_version']} is newer than this audiomae understands "
+            f"{path}: export format {version} is newer than this audiomae understands "
             f"({EXPORT_FORMAT_VERSION}); upgrade audiomae"
         )
+    _check_sections(config, path)
     return config
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_sections(config: dict, path: Path) -> None:
+    for section, cls in (("model", ModelConfig), ("features", FeatureConfig), ("norm", Norm)):
+        if section not in config:
+            raise ValueError(f"{path}: missing section {section!r}")
+        check_fields(cls, config[section], f"{path}: {section}")
+    try:
+        model = from_dict(ModelConfig, config["model"])
+        features = from_dict(FeatureConfig, config["features"])
+        check_norm(config["norm"]["mean"], config["norm"]["std"], f"{path}: norm")
+        check_plc_geometry(features, model, f"{path}")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    if config.get("model_kind", "audiomae") not in ("audiomae", "residual_plc"):
+        raise ValueError(f"{path}: model_kind must be audiomae or residual_plc, got {config['model_kind']!r}")
+    onnx = config.get("onnx")
+    if not isinstance(onnx, dict):
+        raise ValueError(f"{path}: missing section 'onnx'")
+    name = onnx.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{path}: onnx.file must be a file name inside the export directory, got {name!r}")
+    sha = onnx.get("sha256")
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise ValueError(
+            f"{path}: onnx.sha256 must be the model file's 64-hex-digit SHA-256 "
+            "(re-export with audiomae export)"
+        )
 
 
 class OnnxPLCModel:
@@ -73,9 +125,12 @@ class OnnxPLCModel:
         self.norm = Norm(float(config["norm"]["mean"]), float(config["norm"]["std"]))
         self.residual = config.get("model_kind") == "residual_plc"
         self.frontend = LogMel(self.feature_cfg)
-        onnx_path = self.directory / config.get("onnx", {}).get("file", "model.onnx")
-        if not onnx_path.is_file():
-            raise FileNotFoundError(f"{self.directory}: missing {onnx_path.name}")
+        onnx_path = self.directory / config["onnx"]["file"]
+        regular_file(onnx_path, "ONNX model", MAX_ONNX_BYTES)
+        if file_sha256(onnx_path) != config["onnx"]["sha256"]:
+            raise ValueError(
+                f"{onnx_path}: checksum mismatch (file truncated, modified, or not this export's)"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
