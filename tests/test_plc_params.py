@@ -101,6 +101,7 @@ def test_a_constant_contour_plays_the_lpc_continuation(noise_above):
     for given in (
         FrameParams(period=np.full(frames, 93.0), cutoff=cutoff),
         FrameParams(period=np.full(frames, 93.0)),
+        FrameParams(cutoff=np.full(frames, np.nan)),  # NaN: the concealer's own cut-off
     ):
         steered = steered_continuation(
             history, period, 960, given, start=800, rng=np.random.default_rng([0, 3]), **kwargs

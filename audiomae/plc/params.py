@@ -83,7 +83,8 @@ class FrameParams:
     ``(first + k) * hop`` of the stream. A field that is None is not given.
 
     ``period``: ``(T,)`` pitch period in samples, NaN where unvoiced.
-    ``cutoff``: ``(T,)`` Hz up to which the excitation is harmonic (0: noise only).
+    ``cutoff``: ``(T,)`` Hz up to which the excitation is harmonic (0: noise only; NaN: the
+    concealer's own cut-off in that frame).
     ``band_db``: ``(T, len(BAND_EDGES_HZ))`` energy of each band, dB of STFT power.
     ``level_db``: ``(T,)`` frame energy, dB of STFT power (the bands' sum).
     """
@@ -303,6 +304,7 @@ def _warped_continuation(
     if params.cutoff is not None:
         frames, weights = _frame_weights(params, start, n)
         cutoffs = np.asarray(params.cutoff, dtype=np.float64)[frames]
+        cutoffs = np.where(np.isnan(cutoffs), np.inf if noise_above is None else float(noise_above), cutoffs)
     else:
         frames, weights = np.zeros(1, dtype=int), np.ones((1, n))
         cutoffs = np.array([np.inf if noise_above is None else float(noise_above)])
@@ -317,7 +319,7 @@ def _warped_continuation(
             :, None
         ]
     keep = (k[None, :] < cut) & below
-    removed = (k[None, :] >= cut) & below
+    removed = (k[None, :] >= cut) & below & (k[None, :] > 0)  # the noise has no DC
     mask = weights.T @ keep.astype(np.float64)  # (n, harmonics)
     periodic = np.real(np.exp(2j * np.pi * phase[:, None] * k[None, :]) * mask @ coef)
 
