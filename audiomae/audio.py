@@ -6,6 +6,7 @@ geometry lives in one place. Audio inside the library is mono float32 in [-1, 1]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -224,18 +225,21 @@ def write_all(writes: list[tuple]) -> list[Path]:
     """Write several files all or none: each ``(path, write_fn)`` (or ``(path, write_fn, suffix)``:
     the temporary file's extension, default the target's) calls ``write_fn(tmp_path)`` on a
     temporary file beside ``path``; only when every one has succeeded are they renamed into
-    place. Any failure (Ctrl-C included) removes the temporary files and leaves every path as it
-    was, so readers never see a partial file or half of a command's outputs."""
+    place. Any failure (Ctrl-C included) removes the temporary files and the folders it created,
+    and leaves every path as it was, so readers never see a partial file or half of a command's
+    outputs. A writer's own error type for a failed write (a full disk, say) becomes an OSError
+    naming the file."""
     staged: list[tuple[str, Path]] = []
+    created: list[Path] = []
     try:
         for path, write_fn, *suffix in writes:
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            created += _make_parents(path.parent)
             ext = suffix[0] if suffix and suffix[0] else path.suffix
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=ext)
             os.close(fd)
             staged.append((tmp, path))
-            write_fn(tmp)
+            _call_writer(write_fn, tmp, path)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         # mkstemp creates 0600 files; give the results the permissions a plain open() would.
@@ -249,8 +253,31 @@ def write_all(writes: list[tuple]) -> list[Path]:
         for tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
         raise
     return [path for _, path in staged]
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _call_writer(write_fn, tmp: str, path: Path) -> None:
+    try:
+        write_fn(tmp)
+    except (OSError, ValueError, TypeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # e.g. soundfile's LibsndfileError on a full disk
+        import errno
+
+        full = os.statvfs(path.parent).f_bavail == 0
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code) if full else f"cannot write ({exc})", str(path)) from exc
 
 
 def regular_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> int:

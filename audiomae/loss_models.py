@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from audiomae.audio import SAMPLES_PER_PACKET, atomic_write
+from audiomae.audio import SAMPLES_PER_PACKET, atomic_write, regular_file
 
 BERNOULLI = "bernoulli"
 GILBERT_ELLIOTT = "gilbert_elliott"
@@ -59,6 +59,10 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+MAX_MEAN_BURST = 1000.0  # packets (20 s): longer is an outage, not a loss model
+MAX_TRACE_BYTES = 64 << 20  # two bytes a packet: over 18 days of 20 ms packets
+
+
 def _check_n(n_packets: int) -> int:
     if int(n_packets) != n_packets or n_packets < 0:
         raise ValueError(f"n_packets must be a non-negative integer, got {n_packets!r}")
@@ -84,8 +88,10 @@ def gilbert_elliott_probabilities(rate: float, mean_burst: float) -> tuple[float
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"Gilbert-Elliott loss rate must be in [0, 1), got {rate}")
-    if not mean_burst >= 1.0:
-        raise ValueError(f"Gilbert-Elliott mean burst must be >= 1 packet, got {mean_burst}")
+    if not 1.0 <= mean_burst <= MAX_MEAN_BURST:
+        raise ValueError(
+            f"Gilbert-Elliott mean burst must be 1 to {MAX_MEAN_BURST:g} packets, got {mean_burst}"
+        )
     p_bg = 1.0 / mean_burst
     p_gb = rate / (mean_burst * (1.0 - rate))
     if p_gb > 1.0:
@@ -209,6 +215,7 @@ def read_trace(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"trace file not found: {path}")
+    regular_file(path, "loss trace", MAX_TRACE_BYTES)  # bounded before it is read
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:

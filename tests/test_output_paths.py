@@ -178,3 +178,52 @@ def test_ctrl_c_prints_one_line_and_exits_130(files, capsys, monkeypatch):
 def test_check_outputs_accepts_new_paths_and_returns_them(tmp_path):
     got = check_outputs({"-o": tmp_path / "new" / "x.wav"}, inputs=[tmp_path / "in.wav"], audio=["-o"])
     assert got == {"-o": tmp_path / "new" / "x.wav"} and not (tmp_path / "new").exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 kB tmpfs: a disk that fills up mid-write (needs root and mount; skipped elsewhere)."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(files, full_disk, capsys):
+    out = full_disk / "new" / "lossy.wav"
+    trace = full_disk / "new" / "t.txt"
+    code = main(
+        ["simulate", str(files["clean"]), "--loss", "ge:0.1:2", "-o", str(out), "--trace", str(trace)]
+    )
+    assert code == 1
+    _one_error_line(capsys, str(out), "No space left on device")
+    assert list(full_disk.iterdir()) == []  # no partial file and no empty folder
+
+
+def test_write_all_removes_the_folders_it_made_when_a_write_fails(tmp_path):
+    def fail(tmp):
+        raise RuntimeError("writer failed")
+
+    with pytest.raises(OSError, match="writer failed"):
+        write_all([(tmp_path / "a" / "b" / "x.txt", fail)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trace_that_is_not_a_regular_file_is_refused_before_reading(files, capsys):
+    code = main(["conceal", str(files["clean"]), "--trace", "/dev/zero", "-o", str(files["dir"] / "o.wav")])
+    assert code == 2
+    _one_error_line(capsys, "/dev/zero", "not a regular file")
+
+
+@pytest.mark.parametrize("spec", ["ge:0.1:inf", "ge:0.1:1e308", "ge:nan:2", "bernoulli:inf"])
+def test_unbounded_loss_specs_are_refused(files, capsys, spec):
+    out = files["dir"] / "l.wav"
+    code = main(["simulate", str(files["clean"]), "--loss", spec, "-o", str(out), "--trace", "t.txt"])
+    assert code == 2 and not out.exists()
+    _one_error_line(capsys, "loss spec")
