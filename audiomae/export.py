@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audiomae.audio import atomic_write, file_sha256
+from audiomae.audio import file_sha256, write_all
 from audiomae.features import patchify, unpatchify
 from audiomae.model import AudioMAE, ResidualPLCMAE
 
@@ -44,6 +44,7 @@ EXPORT_FORMAT_VERSION = 1
 ONNX_NAME = "model.onnx"
 CONFIG_NAME = "config.json"
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # torch's dynamo exporter writes opset 18 and newer
 
 
 class PLCGraph(nn.Module):
@@ -122,10 +123,17 @@ def export_onnx(
     Uses torch's ONNX exporter (``torch.onnx.export(dynamo=True)``, which needs the ``onnx``
     and ``onnxscript`` packages: ``pip install 'audiomae[export]'``)."""
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"ONNX export needs {exc.name}: pip install 'audiomae[export]'") from exc
+    from torch.onnx import _constants  # private: guarded
+
+    newest = min(onnx.defs.onnx_opset_version(), getattr(_constants, "ONNX_MAX_OPSET", DEFAULT_OPSET))
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset must be {MIN_OPSET} to {newest} (what torch and onnx here write), got {opset}"
+        )
     import logging
     import warnings
 
@@ -141,7 +149,6 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=1024)
     dynamic = {"logmel": {0: batch, 2: cfg.patch_t * cols}, "lost": {0: batch, 1: cols}}
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("torch.onnx")
     level = log.level
     log.setLevel(logging.ERROR)  # the exporter logs every optional op library it skips
@@ -161,11 +168,19 @@ def export_onnx(
             )
     finally:
         log.setLevel(level)
-    onnx_path = atomic_write(directory / ONNX_NAME, lambda tmp: program.save(tmp, external_data=False))
     config = export_config(model, opset, source_sha256)
-    config["onnx"]["sha256"] = file_sha256(onnx_path)
-    text = json.dumps(config, indent=2, sort_keys=True)
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    written: dict[str, str] = {}
+
+    def write_onnx(tmp: str) -> None:
+        program.save(tmp, external_data=False)
+        written["onnx"] = tmp
+
+    def write_config(tmp: str) -> None:
+        config["onnx"]["sha256"] = file_sha256(written["onnx"])
+        Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    # Both files or neither (and no folder left behind when the export fails).
+    write_all([(directory / ONNX_NAME, write_onnx), (directory / CONFIG_NAME, write_config)])
     return directory
 
 
@@ -174,9 +189,14 @@ def export_checkpoint(
 ) -> Path:
     """Export the PLC model saved in ``checkpoint`` (an :class:`AudioMAE` or
     :class:`ResidualPLCMAE` directory) to ``directory``."""
+    from audiomae.audio import check_outputs
     from audiomae.checkpoint import load_model, read_config
 
     config = read_config(checkpoint)
+    src = Path(checkpoint)
+    inputs = [src / CONFIG_NAME, src / "model.safetensors"]
+    out = Path(directory)
+    check_outputs({"-o (model.onnx)": out / ONNX_NAME, "-o (config.json)": out / CONFIG_NAME}, inputs=inputs)
     model = load_model(checkpoint)
     if not isinstance(model, AudioMAE):
         raise ValueError(f"{checkpoint}: holds a {type(model).__name__}; only PLC models (AudioMAE) export")

@@ -329,3 +329,22 @@ def test_a_flipped_byte_in_the_onnx_file_is_caught(export_dir, tmp_path):
     (path / "model.onnx").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="checksum"):
         OnnxPLCModel(path)
+
+
+def test_export_never_writes_into_the_checkpoint_it_reads(good, tmp_path, capsys):
+    path = _copy(good, tmp_path / "ck")
+    before = {n: (path / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    assert main(["export", str(path), "-o", str(path)]) == 2
+    assert "inputs are never overwritten" in capsys.readouterr().err
+    assert {n: (path / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in path.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize("opset", ["99", "7", "0"])
+def test_export_refuses_an_opset_it_cannot_write(good, tmp_path, capsys, opset):
+    pytest.importorskip("onnx")
+    out = tmp_path / "export"
+    assert main(["export", str(good), "-o", str(out), "--opset", opset]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "opset must be" in err, err
+    assert not out.exists()

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
             "pip install 'audiomae[export]'"
         ) from None
 
-    opset = args.opset or DEFAULT_OPSET
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
     out = export_checkpoint(args.checkpoint, args.output, opset=opset)
     size = (Path(out) / "model.onnx").stat().st_size
     print(f"{out}: model.onnx ({size / 1e6:.1f} MB, opset {opset}) and config.json")
