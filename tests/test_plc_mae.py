@@ -537,3 +537,49 @@ def test_hooks_see_each_mae_window_and_may_replace_a_lost_packet(parts):
     assert asked == [(t, b, False, P + FADE) for t, b in ((20, 1), (30, 1), (31, 2), (32, 3))]
     np.testing.assert_array_equal(out[: 31 * P], plain[: 31 * P])  # a hook that returns None changes nothing
     np.testing.assert_array_equal(out[31 * P + FADE : 32 * P], 0.5)  # the replacement, after the cross-fade
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Every way a concealer gets its model's weights raises."""
+    import audiomae.plc.models as models
+    import audiomae.runtime.model as runtime
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for module, name in (
+        (models, "_cached_default_model"),
+        (models, "load_default_plc_model"),
+        (models, "int8_copy"),
+        (runtime, "load_default_onnx_model"),
+    ):
+        monkeypatch.setattr(module, name, refuse)
+    monkeypatch.setattr(AudioMAE, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(runtime.OnnxPLCModel, "__init__", refuse)
+
+
+@pytest.mark.parametrize("backend", [None, "onnx"])
+@pytest.mark.parametrize("method", ["lpc", "lpc-la1"])
+def test_model_free_methods_load_no_model(no_model_loading, method, backend):
+    """``lpc`` is the MAE concealer with the MAE switched off: building and running it neither
+    loads the model nor makes its int8 copy (its geometry comes from the config)."""
+    x = voiced(1.0)
+    lost = np.zeros(50, bool)
+    lost[[5, 12, 13, 14, 30, 31, 32, 33, 34, 35, 36, 37, 38, 45]] = True
+    lossy = np.where(np.repeat(lost, P), 0, x).astype(np.float32)
+    concealer = make_concealer(method, backend=backend)
+    y = conceal(lossy, lost, concealer)
+    assert y.shape == x.shape and np.abs(y[np.repeat(lost, P)]).max() > 0.01
+    assert not concealer._model.loaded
+
+
+def test_the_model_is_loaded_when_the_concealer_is_built_if_it_runs():
+    """A method that runs its model loads it up front, not at the first lost packet (a receive
+    path would stall there); the geometry read from the config is the loaded model's."""
+    from audiomae.plc.models import ModelSpec
+
+    concealer = make_concealer("mae")
+    assert concealer._model.loaded
+    assert concealer.spec == ModelSpec.of(concealer.model)
+    assert concealer.spec == ModelSpec.of(make_concealer("mae", backend="onnx").model)

@@ -144,3 +144,28 @@ def test_rtp_receive_runs_the_model_it_is_given(tmp_path, monkeypatch, capsys):
     assert main(base + ["--method", "lpc"]) == 2
     captured = capsys.readouterr()
     assert "--model: method 'lpc' runs no model" in captured.err and "listening" not in captured.out
+
+
+def test_rtp_receive_lpc_listens_without_loading_a_model(tmp_path, monkeypatch, capsys):
+    """The default receive path runs no model, so it neither loads nor quantises one before it
+    listens."""
+    import audiomae.plc.models as models
+    from audiomae.model import AudioMAE
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for name in ("_cached_default_model", "load_default_plc_model", "int8_copy"):
+        monkeypatch.setattr(models, name, refuse)
+    monkeypatch.setattr(AudioMAE, "from_pretrained", classmethod(refuse))
+    served = []
+
+    def receive(sock, concealer, **options):
+        served.append(concealer)
+        return np.zeros(P, dtype=np.float32), rtp.ReceiveStats()
+
+    monkeypatch.setattr(rtp, "receive", receive)
+    out = tmp_path / "out.wav"
+    assert main(["rtp-receive", "--port", "0", "-o", str(out), "--method", "lpc"]) == 0
+    assert "listening on 127.0.0.1:" in capsys.readouterr().out
+    assert not served[0]._model.loaded and out.is_file()

@@ -50,11 +50,10 @@ from audiomae.plc.dsp import find_pitch, lpc_continuation, period_near, raised_c
 from audiomae.plc.models import (
     BACKENDS,
     DEFAULT_PLC_MODEL,
-    backend_model,
     default_backend,
     int8_copy,
-    is_residual,
     load_default_plc_model,
+    model_ref,
 )
 from audiomae.plc.params import FrameParams, steered_continuation
 from audiomae.plc.render import (
@@ -203,7 +202,9 @@ class MAEConcealer(StreamingConcealer):
     :class:`audiomae.runtime.OnnxPLCModel` (default the bundled model's export) and nothing
     imports torch. ``hooks``: :class:`ConcealerHooks` for diagnostics.
 
-    The stream's state is :attr:`state` (a :class:`StreamState`).
+    The stream's state is :attr:`state` (a :class:`StreamState`). The model is loaded when the
+    concealer is built if its settings run it, and never where they do not (``lpc``:
+    ``mae_from_packet=None``); its geometry comes from :attr:`spec` either way.
     """
 
     def __init__(
@@ -218,8 +219,9 @@ class MAEConcealer(StreamingConcealer):
         super().__init__()
         self.lookahead = check_lookahead(lookahead)
         int8 = ConcealerConfig.int8 if config is None else config.int8
-        self.backend, self.model = backend_model(model, backend, int8)
-        self._residual = is_residual(self.model)
+        self.backend, self._model = model_ref(model, backend, int8)
+        self.spec = self._model.spec
+        self._residual = self.spec.residual
         if config is None:
             # A residual model corrects what the MAE-free concealer plays, so it gets that
             # concealer's burst handling by default.
@@ -230,23 +232,33 @@ class MAEConcealer(StreamingConcealer):
             # Phase-anchored rendering of the continuation shaped by the MAE's log-mel beat both
             # Griffin-Lim from the log-mel alone and the CPU-trained neural vocoder on dev.
             renderer = PitchGuidedRenderer if self.backend == "torch" else numpy_pitch_guided_renderer()
-            vocoder = renderer(self.model.feature_cfg, n_iter=0)
+            vocoder = renderer(self.spec.feature_cfg, n_iter=0)
         self.renderer = as_renderer(vocoder)
         self._check_geometry()
-        self.frames_per_packet = self.model.cfg.patch_t
+        self.frames_per_packet = self.spec.cfg.patch_t
         self._after = max(1, self.lookahead)  # columns after the target inside the MAE window
         self.history_packets = self.cfg.context_packets - 1 - self._after
         if self.backend == "torch":
             from audiomae.features import LogMel
 
-            self.frontend = LogMel(self.model.feature_cfg, backend="torch")
-        else:  # the exported model brings its numpy front end
-            self.frontend = self.model.frontend
-        self._pitch_history = int(PITCH_HISTORY_S * self.model.feature_cfg.sample_rate)
+            self.frontend = LogMel(self.spec.feature_cfg, backend="torch")
+        else:  # the exported model's numpy front end
+            from audiomae.runtime.features import LogMel as NumpyLogMel
+
+            self.frontend = NumpyLogMel(self.spec.feature_cfg)
+        self._pitch_history = int(PITCH_HISTORY_S * self.spec.feature_cfg.sample_rate)
+        if self.cfg.mae_from_packet is not None:
+            self._model.get()  # now, not at the first lost packet: loading takes a while
         self._reset()
 
+    @property
+    def model(self):
+        """The model the concealer runs (an AudioMAE, its int8 copy, or an OnnxPLCModel), loaded
+        on first use."""
+        return self._model.get()
+
     def _check_geometry(self) -> None:
-        mcfg, fcfg = self.model.cfg, self.model.feature_cfg
+        mcfg, fcfg = self.spec.cfg, self.spec.feature_cfg
         if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
             raise ValueError(
                 f"the MAE's patch columns are {mcfg.patch_t * fcfg.hop_length} samples wide; PLC needs "
@@ -417,7 +429,7 @@ class MAEConcealer(StreamingConcealer):
         stop = first + fpp + 1  # one frame past the packet gives the cross-fade tail
         right = min(len(lost) * fpp, stop + fpp)
         frames = slice(first - left, right)
-        hop = self.model.feature_cfg.hop_length
+        hop = self.spec.feature_cfg.hop_length
         segment = wave[frames.start * hop : right * hop]
         guide, gap, bridge = self._guide(segment, lost, after, (first - frames.start) * hop)
         if cfg.mae_from_packet is None or s.burst < cfg.mae_from_packet or bridge is not None:
@@ -440,7 +452,7 @@ class MAEConcealer(StreamingConcealer):
             audio = self.renderer.correct(delta, left, left + (stop - first), shaped)
             return audio[: SAMPLES_PER_PACKET + FADE].astype(np.float32), bridge
         mel = self._predict(wave, lost, cols, guide, frames.start)[..., frames]
-        known = known_frames(lost, fpp, hop, self.model.feature_cfg.win_length)[frames]
+        known = known_frames(lost, fpp, hop, self.spec.feature_cfg.win_length)[frames]
         audio = self.renderer.render(mel, left, left + (stop - first), segment, known, guide=guide)
         return audio[: SAMPLES_PER_PACKET + FADE].astype(np.float32), bridge
 

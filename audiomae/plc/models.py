@@ -1,12 +1,21 @@
-"""The concealer's model: the bundled PLC checkpoint, its int8 copy, and the backend it runs in."""
+"""The concealer's model: the bundled PLC checkpoint, its int8 copy, and the backend it runs in.
+
+A concealer knows what its model is (:class:`ModelSpec`: patch geometry, front end, residual or
+not) before it loads the weights (:class:`ModelRef`), so a concealer that never runs its model
+(``lpc``) never loads or quantises it.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from audiomae.config import FeatureConfig, ModelConfig, from_dict
 
 if TYPE_CHECKING:  # torch is imported only where the torch backend runs
     import torch
@@ -111,28 +120,102 @@ def default_backend() -> str:
     return "torch" if found else "onnx"
 
 
-def backend_model(model, backend: str | None, int8: bool):
-    """(backend, model) for a concealer: the bundled model in ``backend`` (or the default
-    backend) when ``model`` is None; otherwise the backend that ``model`` runs in."""
-    from audiomae.runtime.model import OnnxPLCModel, load_default_onnx_model
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a concealer knows of its model without running it: the patch geometry (``cfg``),
+    the log-mel front end (``feature_cfg``) and whether it is a residual model."""
+
+    cfg: ModelConfig
+    feature_cfg: FeatureConfig
+    residual: bool
+
+    @classmethod
+    def of(cls, model) -> ModelSpec:
+        """The spec of a loaded model (an AudioMAE or an OnnxPLCModel)."""
+        return cls(model.cfg, model.feature_cfg, is_residual(model))
+
+    @classmethod
+    def from_config(cls, config: dict) -> ModelSpec:
+        """The spec in a checkpoint's or an export's ``config.json``, as its loader reads it."""
+        kind = config.get("model_kind", config.get("kind"))  # an export names its source's kind
+        return cls(
+            from_dict(ModelConfig, config["model"]),
+            from_dict(FeatureConfig, config["features"]),
+            kind == "residual_plc",
+        )
+
+
+class ModelRef:
+    """A concealer's model: its :class:`ModelSpec` at once, the model itself from :meth:`get`,
+    which loads it (and makes the int8 copy) on the first call only."""
+
+    __slots__ = ("spec", "_load", "_model")
+
+    def __init__(self, spec: ModelSpec, load: Callable[[], Any]) -> None:
+        self.spec, self._load, self._model = spec, load, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self):
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+
+def _bundled_config(name: str, what: str) -> dict:
+    from importlib.resources import files
+
+    path = files("audiomae") / "assets" / name / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled {what} not found at {path.parent}; reinstall audiomae or pass model= "
+            "(train one with recipes/finetune_plc.py)"
+        )
+    return json.loads(path.read_text())
+
+
+def model_ref(model, backend: str | None, int8: bool) -> tuple[str, ModelRef]:
+    """(backend, model reference) for a concealer: the bundled model in ``backend`` (or the
+    default backend) when ``model`` is None; otherwise the backend that ``model`` runs in, and
+    ``model`` itself (or its int8 copy, made on first use). Wrong combinations raise at once."""
+    from audiomae.runtime.model import (
+        DEFAULT_ONNX_MODEL,
+        OnnxPLCModel,
+        check_bundled_export,
+        load_default_onnx_model,
+    )
 
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if model is None:
         # Concealers only read the model, so those built by name share one loaded copy.
         if (backend or default_backend()) == "onnx":
-            return "onnx", load_default_onnx_model()
-        return "torch", _cached_default_model("cpu", int8)
+            spec = ModelSpec.from_config(_bundled_config(DEFAULT_ONNX_MODEL, "ONNX model"))
+            check_bundled_export()  # a stale export fails here, not at the first lost packet
+            return "onnx", ModelRef(spec, load_default_onnx_model)
+        spec = ModelSpec.from_config(_bundled_config(DEFAULT_PLC_MODEL, "PLC model"))
+        return "torch", ModelRef(spec, functools.partial(_cached_default_model, "cpu", int8))
     if isinstance(model, OnnxPLCModel):
         if backend == "torch":
             raise ValueError("an ONNX model runs with backend='onnx'")
-        return "onnx", model
+        return "onnx", ModelRef(ModelSpec.of(model), lambda: model)
     if backend == "onnx":
         raise ValueError(
             "backend='onnx' takes an exported model: audiomae.runtime.OnnxPLCModel(DIR) from "
             "audiomae export CHECKPOINT -o DIR"
         )
-    return "torch", int8_copy(model.eval()) if int8 else model.eval()
+    model = model.eval()
+    return "torch", ModelRef(
+        ModelSpec.of(model), functools.partial(int8_copy, model) if int8 else lambda: model
+    )
+
+
+def backend_model(model, backend: str | None, int8: bool):
+    """(backend, model) for a concealer, loaded: :func:`model_ref`'s model."""
+    backend, ref = model_ref(model, backend, int8)
+    return backend, ref.get()
 
 
 def is_residual(model) -> bool:
@@ -146,6 +229,8 @@ def is_residual(model) -> bool:
 __all__ = [
     "BACKENDS",
     "DEFAULT_PLC_MODEL",
+    "ModelRef",
+    "ModelSpec",
     "TORCH_PLC_KINDS",
     "as_plc_model",
     "backend_model",
@@ -154,4 +239,5 @@ __all__ = [
     "is_residual",
     "load_default_plc_model",
     "load_plc_model",
+    "model_ref",
 ]
