@@ -227,3 +227,9 @@ def test_unbounded_loss_specs_are_refused(files, capsys, spec):
     code = main(["simulate", str(files["clean"]), "--loss", spec, "-o", str(out), "--trace", "t.txt"])
     assert code == 2 and not out.exists()
     _one_error_line(capsys, "loss spec")
+
+
+def test_resynth_iterations_are_bounded(files, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["resynth", str(files["clean"]), "-o", str(files["dir"] / "r.wav"), "--iters", "100000000"])
+    assert info.value.code == 2 and "--iters" in capsys.readouterr().err

@@ -49,6 +49,18 @@ def positive_int(text: str) -> int:
     return _bounded(int, text, 1, "an integer >= 1")
 
 
+def int_in_range(low: int, high: int):
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = _bounded(int, text, low, f"an integer from {low} to {high}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _bounded(int, text, 0, "an integer >= 0")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from audiomae.commands import positive_int
+from audiomae.commands import int_in_range
 
 # Kept in step with audiomae.vocoder.COPY_SYNTHESIS_ITERS (tested); a literal here keeps
 # `audiomae --help` from importing torch.
 DEFAULT_ITERS = 64
+MAX_ITERS = 1000  # far past where Griffin-Lim stops improving; bounds the work a command line asks for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="neural vocoder checkpoint directory (default: the bundled weights)")
     p.add_argument(
         "--iters",
-        type=positive_int,
+        type=int_in_range(1, MAX_ITERS),
         default=DEFAULT_ITERS,
-        help=f"Griffin-Lim iterations (default: {DEFAULT_ITERS})",
+        help=f"Griffin-Lim iterations, 1 to {MAX_ITERS} (default: {DEFAULT_ITERS})",
     )
     p.set_defaults(func=run)
 
