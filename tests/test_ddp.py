@@ -1,5 +1,4 @@
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
@@ -9,16 +8,11 @@ from audiomae.train import distributed as dist_utils
 from audiomae.train import fit
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, out: str) -> None:
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    info = dist_utils.init_distributed()
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # The ranks meet in a file, not on a port: no free port to pick, so none to lose to another process.
+    info = dist_utils.init_distributed("gloo", init_method=f"file://{os.path.join(out, 'rendezvous')}")
     assert info.world_size == world and info.rank == rank and dist_utils.is_main() == (rank == 0)
     # Different seeds per rank: the loop must broadcast rank 0's initial weights.
     task = ToyTask(seed=rank)
@@ -28,7 +22,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in w0:

@@ -1,7 +1,10 @@
 """RTP receive path: the jitter buffer, and a clip sent through loopback sockets with loss,
 reordering and duplicates comes out as the offline ``conceal()`` of the same trace."""
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -86,30 +89,40 @@ def test_opus_stream_is_received_and_concealed():
     np.testing.assert_allclose(audio, np.concatenate(direct), atol=1e-6)
 
 
-def test_rtp_commands_over_loopback(tmp_path, capsys):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_rtp_commands_over_loopback(tmp_path):
+    """The two commands as the README shows them, the receiver in a process of its own. The
+    sender starts when the receiver says it listens, however long building its concealer
+    takes; the receiver binds a free port itself (``--port 0``) and prints it."""
     out, trace = tmp_path / "out.wav", tmp_path / "trace.txt"
-    rc = {}
-    receiver = threading.Thread(
-        target=lambda: rc.update(
-            rx=main(["rtp-receive", "--port", str(port), "-o", str(out), "--timeout", "2"])
-        )
-    )
-    receiver.start()
     clip_path = demo_clip_path()
-    for _ in range(100):  # until the receiver listens (it builds its concealer first)
-        if "listening on" in capsys.readouterr().out:
-            break
-        threading.Event().wait(0.05)
-    rc["tx"] = main(
-        ["rtp-send", str(clip_path), "--to", f"127.0.0.1:{port}", "--loss", "ge10b2", "--seed", "3",
-         "--reorder", "0.05", "--trace", str(trace), "--interval-ms", "2"]
-    )  # fmt: skip
-    receiver.join(timeout=60)
-    assert rc == {"rx": 0, "tx": 0}
-    printed = capsys.readouterr().out
+    command = [sys.executable, "-m", "audiomae.cli", "rtp-receive", "--port", "0", "-o", str(out),
+               "--timeout", "2"]  # fmt: skip
+    with open(tmp_path / "stderr.txt", "w") as errors:
+        receiver = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    watchdog = threading.Timer(120, receiver.kill)  # a receiver that never listens fails, not hangs
+    watchdog.start()
+    try:
+        line = receiver.stdout.readline()
+        while line and "listening on" not in line:
+            line = receiver.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, (tmp_path / "stderr.txt").read_text()
+        port = int(line.split("listening on 127.0.0.1:")[1].split()[0])
+        sent_rc = main(
+            ["rtp-send", str(clip_path), "--to", f"127.0.0.1:{port}", "--loss", "ge10b2", "--seed", "3",
+             "--reorder", "0.05", "--trace", str(trace), "--interval-ms", "2"]
+        )  # fmt: skip
+        printed = receiver.communicate()[0]
+    finally:
+        watchdog.cancel()
+        if receiver.poll() is None:
+            receiver.kill()
+    assert (sent_rc, receiver.returncode) == (0, 0), (tmp_path / "stderr.txt").read_text()
     lost = read_trace(trace)
     assert f"lost {int(lost.sum())}, late 0" in printed and f"concealed {int(lost.sum())}" in printed
     clip = load_audio(clip_path)

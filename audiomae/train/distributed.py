@@ -26,10 +26,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+def init_distributed(backend: str | None = None, init_method: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's RANK/WORLD_SIZE/LOCAL_RANK variables.
 
-    Single-process when they are absent. Backend: nccl when CUDA is available, else gloo."""
+    Single-process when they are absent. Backend: nccl when CUDA is available, else gloo.
+    ``init_method``: where the ranks meet (default torchrun's ``env://``: MASTER_ADDR and
+    MASTER_PORT); ``file:///path/on/a/shared/disk`` needs no port."""
     if dist.is_available() and dist.is_initialized():
         return info()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -40,7 +42,11 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend)
+    if init_method is None:
+        dist.init_process_group(backend=backend)
+    else:
+        rank = int(os.environ.get("RANK", "0"))
+        dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world)
     return info()
 
 
