@@ -348,3 +348,24 @@ def test_export_refuses_an_opset_it_cannot_write(good, tmp_path, capsys, opset):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "opset must be" in err, err
     assert not out.exists()
+
+
+# ---- what a concealer is given as its model ----------------------------------------------------
+def test_a_model_directory_is_accepted_and_anything_else_named(export_dir):
+    from audiomae.plc import make_concealer
+
+    assert make_concealer("mae", model=str(export_dir)).backend == "onnx"
+    with pytest.raises(ValueError, match="model must be an AudioMAE"):
+        make_concealer("mae", model=5)
+
+
+def test_a_model_that_cannot_conceal_packets_fails_when_the_concealer_is_built(tmp_path):
+    from audiomae.config import FeatureConfig
+    from audiomae.plc import make_concealer
+
+    cfg = ModelConfig(
+        enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2, max_frames=64
+    )
+    model = AudioMAE(cfg, features=FeatureConfig(sample_rate=8000, f_max=4000.0))
+    with pytest.raises(ValueError, match="8000 Hz"):
+        make_concealer("mae", model=model)

@@ -299,3 +299,18 @@ def test_rtp_bad_opus_payload_is_a_lost_packet():
     whole, _ = _receive([*start, *body, *end], payload="opus")
     assert stats.malformed == 1 and stats.concealed == 1
     assert audio.size == whole.size and np.isfinite(audio).all()
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [(["--port", "70000"], "--port"), (["--port", "0", "--method", "opus"], "clean signal")],
+)
+def test_rtp_receive_options_are_checked_at_start(tmp_path, capsys, argv, word):
+    from audiomae.cli import main
+
+    try:
+        code = main(["rtp-receive", *argv, "-o", str(tmp_path / "r.wav"), "--timeout", "0.1"])
+    except SystemExit as exc:  # argparse's usage error
+        code = exc.code
+    assert code == 2 and word in capsys.readouterr().err
+    assert not (tmp_path / "r.wav").exists()

@@ -81,6 +81,13 @@ def run_receive(args: argparse.Namespace) -> int:
 
     _need_aiortc("rtp-receive")
     check_outputs({"-o": args.output}, audio=["-o"])
+    from audiomae.plc.base import method_info
+
+    if method_info(args.method).needs_source:
+        raise ValueError(
+            f"--method {args.method}: simulates the codec at the sender and needs the clean signal; "
+            "a receiver conceals with a PCM method (lpc, mae, g711, ...; --payload opus decodes Opus)"
+        )
     model = model_option(args.model, [args.method])
     options = {} if model is None else {"model": model}
     # Before listening: loading a model takes a while.

@@ -271,6 +271,7 @@ class MethodInfo:
     ablation_of: str | None = None  # the method this one is with one part switched off
     note: str = ""  # what the method needs, for help texts (e.g. "--clean")
     takes_model: bool = False  # runs a PLC model given as ``model=`` (the CLI's --model)
+    needs_source: bool = False  # simulates a codec at the sender: needs the clean signal (set_source)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -300,13 +301,16 @@ def register_concealer(
     ablation_of: str | None = None,
     note: str = "",
     takes_model: bool = False,
+    needs_source: bool = False,
 ) -> None:
     """Make ``make_concealer(name, **kwargs)`` call ``factory(**kwargs)``; re-registering replaces.
     The keywords are the method's :class:`MethodInfo` (where listings show it, whether it runs
-    a model)."""
+    a model, whether it needs the sender's clean signal)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"concealer name must be a non-empty string, got {name!r}")
-    _REGISTRY[name] = MethodInfo(name, factory, group, tuple(lists), ablation_of, note, takes_model)
+    _REGISTRY[name] = MethodInfo(
+        name, factory, group, tuple(lists), ablation_of, note, takes_model, needs_source
+    )
 
 
 def method_info(name: str) -> MethodInfo:

@@ -258,12 +258,10 @@ class MAEConcealer(StreamingConcealer):
         return self._model.get()
 
     def _check_geometry(self) -> None:
+        from audiomae.config import check_plc_geometry
+
         mcfg, fcfg = self.spec.cfg, self.spec.feature_cfg
-        if mcfg.patch_t * fcfg.hop_length != SAMPLES_PER_PACKET:
-            raise ValueError(
-                f"the MAE's patch columns are {mcfg.patch_t * fcfg.hop_length} samples wide; PLC needs "
-                f"one column per {SAMPLES_PER_PACKET}-sample packet"
-            )
+        check_plc_geometry(fcfg, mcfg, "the MAE")  # before the first packet, not at a lost one
         if self.renderer.feature_cfg != fcfg:
             raise ValueError("the vocoder and the MAE were trained on different log-mel settings")
         if self.cfg.context_packets * mcfg.patch_t > mcfg.max_frames:

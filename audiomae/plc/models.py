@@ -197,6 +197,12 @@ def model_ref(model, backend: str | None, int8: bool) -> tuple[str, ModelRef]:
             return "onnx", ModelRef(spec, load_default_onnx_model)
         spec = ModelSpec.from_config(_bundled_config(DEFAULT_PLC_MODEL, "PLC model"))
         return "torch", ModelRef(spec, functools.partial(_cached_default_model, "cpu", int8))
+    model = as_plc_model(model)
+    if not (isinstance(model, OnnxPLCModel) or hasattr(model, "eval")):
+        raise ValueError(
+            "model must be an AudioMAE, an audiomae.runtime.OnnxPLCModel or a directory holding one, "
+            f"got {type(model).__name__}"
+        )
     if isinstance(model, OnnxPLCModel):
         if backend == "torch":
             raise ValueError("an ONNX model runs with backend='onnx'")

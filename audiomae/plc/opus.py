@@ -346,14 +346,14 @@ def _on_opus(make_inner):
     return make
 
 
-_CODEC = {"group": "baseline", "note": "simulate the codec and need --clean"}
+_CODEC = {"group": "baseline", "note": "simulate the codec and need --clean", "needs_source": True}
 register_concealer(
     "opus", lambda **kw: OpusConcealer(fec=False, **kw), lists=("demo", "eval", "bench"), **_CODEC
 )
 register_concealer(
     "opus-fec", lambda **kw: OpusConcealer(fec=True, **kw), lists=("demo", "eval", "bench"), **_CODEC
 )
-_ON_OPUS = {"group": "on-opus", "note": "simulate the codec and need --clean"}
+_ON_OPUS = {"group": "on-opus", "note": "simulate the codec and need --clean", "needs_source": True}
 register_concealer("opus+g711", lambda **kw: OpusDecodedConcealer(G711Concealer(), **kw), **_ON_OPUS)
 _MAE_ON_OPUS = {"lists": ("demo", "bench"), "takes_model": True, **_ON_OPUS}
 register_concealer("opus+mae", _on_opus(mae_factory(0)), **_MAE_ON_OPUS)

@@ -262,4 +262,5 @@ register_concealer(
     group="baseline",
     lists=("eval", "bench"),
     note="simulates the codec and needs --clean and --libopus-deep",
+    needs_source=True,
 )
