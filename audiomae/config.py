@@ -10,6 +10,7 @@ from audiomae import audio
 
 MAX_SAMPLE_RATE = 384_000
 MAX_N_FFT = 8192
+FRONTENDS = ("logmel", "kaldi")
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,21 @@ class FeatureConfig:
     power: float = 2.0
     log_floor: float = 1e-8  # -80 dB; keeps digital silence from dominating the statistics
     center: bool = True
+    # "logmel" (:class:`audiomae.features.LogMel`) or "kaldi" (:class:`audiomae.kaldi.KaldiFbank`,
+    # the original Audio-MAE's front end: frames that fit the clip, so ``center`` must be False).
+    frontend: str = "logmel"
+    # Kaldi front end only: every clip gives exactly this many frames (cut, or padded with zeros).
+    target_frames: int | None = None
 
     def __post_init__(self) -> None:
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
+        if self.frontend == "kaldi" and (self.center or self.n_fft % 2):
+            raise ValueError("the kaldi front end needs center=False and an even n_fft")
+        if self.target_frames is not None and (self.frontend != "kaldi" or self.target_frames < 1):
+            raise ValueError(
+                f"target_frames must be None, or >= 1 with the kaldi front end, got {self.target_frames}"
+            )
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
         if self.hop_length <= 0 or self.n_mels <= 0 or self.win_length <= 0:
@@ -57,7 +71,11 @@ class FeatureConfig:
         return self.f_max if self.f_max is not None else self.sample_rate / 2
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames produced for ``num_samples`` samples (center padding)."""
+        """Frames produced for ``num_samples`` samples."""
+        if self.target_frames is not None:
+            return self.target_frames
+        if self.frontend == "kaldi":
+            return max(0, 1 + (num_samples - self.win_length) // self.hop_length)
         if self.center:
             return num_samples // self.hop_length + 1
         return 1 + (num_samples - self.n_fft) // self.hop_length
@@ -66,6 +84,23 @@ class FeatureConfig:
     def audioset(cls) -> FeatureConfig:
         """The original Audio-MAE setup: 128 mel bins, 25 ms window, 10 ms hop."""
         return cls(n_mels=128)
+
+    @classmethod
+    def kaldi_fbank(cls, n_mels: int = 128, target_frames: int | None = 1024) -> FeatureConfig:
+        """The original Audio-MAE code's front end (torchaudio's Kaldi fbank with its settings):
+        25 ms symmetric Hann window padded to 512 points, 10 ms shift, 20 Hz .. 8 kHz, and
+        ``target_frames`` frames per clip (1024 for AudioSet)."""
+        return cls(
+            n_fft=512,
+            win_length=400,
+            hop_length=160,
+            n_mels=n_mels,
+            f_min=20.0,
+            log_floor=float.fromhex("0x1p-23"),  # float32 epsilon, Kaldi's floor
+            center=False,
+            frontend="kaldi",
+            target_frames=target_frames,
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +202,8 @@ def check_norm(mean: Any, std: Any, where: str = "norm") -> None:
 def check_plc_geometry(features: FeatureConfig, model: ModelConfig, where: str = "model") -> None:
     """Raise ValueError unless a model of this front end and geometry can conceal 20 ms packets:
     the stream's sample rate, and one patch column = one packet."""
+    if features.frontend != "logmel":
+        raise ValueError(f"{where}: a PLC model needs the log-mel front end, got {features.frontend!r}")
     if features.sample_rate != audio.SAMPLE_RATE:
         raise ValueError(
             f"{where}: features.sample_rate is {features.sample_rate} Hz; a PLC model works on the "

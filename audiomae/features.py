@@ -45,6 +45,10 @@ class LogMel(nn.Module):
     def __init__(self, cfg: FeatureConfig | None = None, backend: str = "nnaudio") -> None:
         super().__init__()
         self.cfg = cfg = cfg or FeatureConfig()
+        if cfg.frontend != "logmel":
+            raise ValueError(
+                f"LogMel computes the log-mel front end, not {cfg.frontend!r} (see make_frontend)"
+            )
         self.backend = backend
         self.register_buffer("mel_fb", mel_filterbank(cfg), persistent=False)
         self.register_buffer("window", _padded_window(cfg), persistent=False)
@@ -115,6 +119,17 @@ class LogMel(nn.Module):
             mel = torch.matmul(self.mel_fb, power)
             out = torch.log(mel.clamp_min(self.cfg.log_floor))
         return out[0] if squeeze else out
+
+
+def make_frontend(cfg: FeatureConfig | None = None, backend: str = "nnaudio") -> nn.Module:
+    """The front end ``cfg`` names: :class:`LogMel` (with ``backend``) or, for
+    ``frontend="kaldi"``, :class:`audiomae.kaldi.KaldiFbank`. Waveform ``(B, S)`` -> ``(B, F, T)``."""
+    cfg = cfg or FeatureConfig()
+    if cfg.frontend == "kaldi":
+        from audiomae.kaldi import KaldiFbank
+
+        return KaldiFbank(cfg)
+    return LogMel(cfg, backend=backend)
 
 
 @dataclass(frozen=True)
