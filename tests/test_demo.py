@@ -13,7 +13,7 @@ def test_demo_writes_wavs_plot_and_table(tmp_path, capsys):
     for name in ("clean", "lossy", "zero", "g711", "mae"):
         assert (out / f"{name}.wav").stat().st_size > 1000
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "lossy.txt").exists()
+    assert (out / "lossy.txt").exists() and (out / "index.html").is_file()
     text = capsys.readouterr().out
     assert "| mae |" in text and "PLCMOS" in text
 

@@ -11,8 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="simulate packet loss on a bundled clip, conceal it with every method, score and plot",
-        description="Writes clean/lossy/<method>.wav, the loss trace and demo.png to --out, "
-        "and prints PESQ-WB, STOI, PLCMOS and log-spectral distance over the lost packets.",
+        description="Writes clean/lossy/<method>.wav, the loss trace, demo.png and a listening page "
+        "(index.html: every signal's player and spectrogram side by side) to --out, and prints PESQ-WB, "
+        "STOI, PLCMOS and log-spectral distance over the lost packets.",
     )
     p.add_argument("--out", default="audiomae_demo", help="output folder (default: %(default)s)")
     p.add_argument("--condition", default="ge10b2", help="loss condition geRbB (default: %(default)s)")
@@ -50,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
     if table:
         print(table)
     print(f"plot: {result.out_dir / 'demo.png'}")
+    print(f"listen: {result.out_dir / 'index.html'}")
     return 0

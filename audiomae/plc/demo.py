@@ -14,7 +14,6 @@ import numpy as np
 
 from audiomae.audio import (
     SAMPLE_RATE,
-    SAMPLES_PER_PACKET,
     atomic_write,
     audio_writer,
     check_outputs,
@@ -79,7 +78,8 @@ def run_demo(
     progress: bool = True,
     model=None,
 ) -> DemoResult:
-    """Conceal one clip under one loss condition with every method; write wavs, a PNG and a table.
+    """Conceal one clip under one loss condition with every method; write wavs, a PNG, a table
+    and a listening page (``index.html``: players, spectrograms and scores side by side).
 
     ``model``: the PLC model of the methods that run one (``mae``, ``opus+mae``, ...), a model
     directory (:func:`~audiomae.plc.models.load_plc_model`) or a loaded model; None: the bundled
@@ -87,6 +87,7 @@ def run_demo(
     model) and the files are written together at the end, all or none."""
     from tqdm.auto import tqdm
 
+    from audiomae.eval.report import PAGE, ListeningClip, clip_files, page_writes
     from audiomae.plc import conceal
 
     out_dir = Path(out_dir)
@@ -106,7 +107,8 @@ def run_demo(
             f"none of the methods can run here: {'; '.join(f'{m}: {w}' for m, w in skipped.items())}"
         )
     clip_path = Path(clip) if clip is not None else demo_clip_path()
-    names = ["clean.wav", "lossy.wav", "lossy.txt", *(f"{m}.wav" for m in runnable), "demo.png"]
+    listed = clip_files("", runnable, "wav")
+    names = [*listed["audio"], "lossy.txt", "demo.png", *listed["images"], PAGE]
     targets = check_outputs(
         {"--out": out_dir, **{name: out_dir / name for name in names}},
         inputs=[clip_path],
@@ -139,6 +141,9 @@ def run_demo(
             }
     trace = trace_text(lost)
     title = f"{condition}: {loss_rate(lost):.1%} lost"
+    page = ListeningClip(f"{clip_path.name}, {condition}", "", clean, lossy, lost, outputs, rows)
+    # The page plays the wavs written here; it adds its spectrograms and index.html.
+    page_files = page_writes(out_dir, f"audiomae demo: {clip_path.name}, {condition}", [page], audio=False)
     write_all(
         [
             (targets["clean.wav"], audio_writer(targets["clean.wav"], clean)),
@@ -146,6 +151,7 @@ def run_demo(
             (targets["lossy.txt"], lambda tmp: Path(tmp).write_text(trace)),
             *((targets[f"{m}.wav"], audio_writer(targets[f"{m}.wav"], y)) for m, y in outputs.items()),
             (targets["demo.png"], lambda tmp: _save_plot(clean, outputs, lost, tmp, title)),
+            *page_files,
         ]
     )
     return DemoResult(rows=rows, lost=lost, out_dir=out_dir)
@@ -176,11 +182,13 @@ def _save_plot(clean, outputs, lost, path, title: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from audiomae.eval.report import log_spectrogram, lost_spans
+
     signals = {"clean": clean, **outputs}
     fig = Figure(figsize=(14, 1.9 * len(signals)), layout="constrained")
     FigureCanvasAgg(fig)
     t = np.arange(clean.size) / SAMPLE_RATE
-    spans = _lost_spans(lost)
+    spans = lost_spans(lost)
     for row, (name, y) in enumerate(signals.items()):
         ax_w = fig.add_subplot(len(signals), 2, 2 * row + 1)
         ax_w.plot(t, y, lw=0.4, color="#1f4e79")
@@ -188,7 +196,7 @@ def _save_plot(clean, outputs, lost, path, title: str = "") -> None:
         ax_w.set_ylim(-1, 1)
         ax_w.set_ylabel(name, fontsize=10)
         ax_s = fig.add_subplot(len(signals), 2, 2 * row + 2)
-        spec = _log_spec(y)
+        spec = log_spectrogram(y)
         ax_s.imshow(
             spec, origin="lower", aspect="auto", extent=(0, t[-1], 0, SAMPLE_RATE / 2000), cmap="magma"
         )
@@ -201,26 +209,6 @@ def _save_plot(clean, outputs, lost, path, title: str = "") -> None:
             ax_w.set_title(f"waveform ({title}; lost packets shaded)", fontsize=10)
             ax_s.set_title("spectrogram (lost packets start at the white lines)", fontsize=10)
     fig.savefig(path, format="png", dpi=90)
-
-
-def _lost_spans(lost: np.ndarray) -> list[tuple[float, float]]:
-    spans, start = [], None
-    sec = SAMPLES_PER_PACKET / SAMPLE_RATE
-    for i, flag in enumerate(list(lost) + [False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            spans.append((start * sec, i * sec))
-            start = None
-    return spans
-
-
-def _log_spec(y: np.ndarray) -> np.ndarray:
-    from scipy.signal import stft
-
-    y = np.pad(y, (0, max(0, 512 - y.size)))  # at least one frame, however short the signal
-    _, _, z = stft(y, fs=SAMPLE_RATE, nperseg=512, noverlap=352)
-    return 20 * np.log10(np.abs(z) + 1e-5)
 
 
 __all__ = ["run_demo", "format_table", "plot_concealment", "DemoResult", "demo_clip_path"]
