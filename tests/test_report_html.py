@@ -122,12 +122,14 @@ def test_a_missing_file_fails_the_check(demo_page, tmp_path):
 
 def test_best_cells_per_column():
     rows = {
-        "a": {"PESQ-WB": 2.0, "LSD lost (dB)": 9.0, "STOI": 0.901},
-        "b": {"PESQ-WB": 3.0, "LSD lost (dB)": 7.0, "STOI": 0.899},
-        "c": {"PESQ-WB": math.nan, "LSD lost (dB)": 8.0, "STOI": 0.5},
+        "a": {"PESQ-WB": 2.0, "LSD lost (dB)": 9.0, "STOI": 0.901, "PLCMOS": 3.101},
+        "b": {"PESQ-WB": 3.0, "LSD lost (dB)": 7.0, "STOI": 0.899, "PLCMOS": 3.099},
+        "c": {"PESQ-WB": math.nan, "LSD lost (dB)": 8.0, "STOI": 0.5, "PLCMOS": 2.0},
     }
-    # Larger is better, LSD smaller; ties at the shown precision are all marked; nan never.
-    assert best_cells(rows) == {("b", "PESQ-WB"), ("b", "LSD lost (dB)"), ("a", "STOI"), ("b", "STOI")}
+    # Larger is better, LSD smaller; ties at the shown precision (STOI: 3 decimals, others 2)
+    # are all marked; nan never.
+    best = {("b", "PESQ-WB"), ("b", "LSD lost (dB)"), ("a", "STOI"), ("a", "PLCMOS"), ("b", "PLCMOS")}
+    assert best_cells(rows) == best
     assert best_cells({"a": {"PESQ-WB": math.nan}}) == set()
 
 
@@ -137,3 +139,37 @@ def test_lost_spans():
     lost = np.array([0, 1, 1, 0, 0, 1], dtype=bool)
     assert lost_spans(lost) == pytest.approx([(0.02, 0.06), (0.1, 0.12)])
     assert lost_spans(np.zeros(4, dtype=bool)) == []
+
+
+@pytest.fixture(scope="module")
+def benchmark_page(tmp_path_factory) -> Path:
+    from audiomae.audio import SAMPLE_RATE, load_audio, save_audio
+    from audiomae.plc.demo import demo_clip_path
+
+    root = tmp_path_factory.mktemp("bench")
+    speech = load_audio(demo_clip_path())
+    for i in range(3):
+        save_audio(root / "clips" / f"s{i}.wav", speech[i * SAMPLE_RATE : (i + 2) * SAMPLE_RATE])
+    out = root / "results"
+    args = ["eval-plc", str(root / "clips"), "--methods", "zero,lpc", "--conditions", "ge10b2,ge20b3"]
+    assert main([*args, "--out", str(out), "--html", "--no-progress"]) == 0
+    return out / "index.html"
+
+
+def test_eval_plc_html_has_two_files_per_condition(benchmark_page):
+    out = benchmark_page.parent
+    assert (out / "results.csv").is_file()
+    text = benchmark_page.read_text()
+    # Means over all three files per condition, then two example clips per condition.
+    assert text.count("means over 3 files") == 2 and text.count("<section>") == 4
+    srcs = sources(benchmark_page)
+    assert len(srcs) == 4 * 2 * 4  # clips x (audio, image) x (clean, lossy, zero, lpc)
+    assert "clips/ge20b3/02-s1/lpc.flac" in srcs and not any("s2" in s for s in srcs)
+    for src in srcs:
+        assert (out / src).is_file(), src
+    assert "http://" not in text and "https://" not in text
+
+
+@needs_chromium
+def test_eval_plc_html_loads_in_chromium(benchmark_page, tmp_path):
+    assert_page_loads(benchmark_page, tmp_path / "profile", 4 * 4)

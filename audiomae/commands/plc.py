@@ -77,6 +77,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="mixed into every trace seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write index.html, a listening page: every method's audio and spectrogram for the "
+        "first --html-clips files under each condition, and the scores",
+    )
+    p.add_argument(
+        "--html-clips", type=positive_int, default=2, help="files per condition on the page (default 2)"
+    )
     p.set_defaults(func=run_eval_plc)
 
 
@@ -178,6 +187,9 @@ def run_eval_plc(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         progress=not args.no_progress,
         model=model,
+        html_clips=args.html_clips if args.html else 0,
     )
     print((Path(args.out) / "results.md").read_text(), end="")
+    if args.html:
+        print(f"listen: {Path(args.out) / 'index.html'}")
     return 0

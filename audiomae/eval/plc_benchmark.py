@@ -18,6 +18,7 @@ import numpy as np
 
 from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, check_outputs, load_audio, write_all
 from audiomae.eval.metrics import lsd_lost, pesq_wb, plcmos, stoi
+from audiomae.eval.report import benchmark_page_files, benchmark_page_writes, example_folders
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets
 from audiomae.plc.base import ablations, baseline_methods
 
@@ -72,6 +73,7 @@ def run_plc_benchmark(
     progress: bool = True,
     workers: int = 1,
     model=None,
+    html_clips: int = 0,
 ) -> list[dict]:
     """Conceal every file under every loss condition with every method and score the result.
 
@@ -87,6 +89,9 @@ def run_plc_benchmark(
         model: the PLC model of the methods that run one (``mae``, ``opus+mae``, ...): a model
             directory (:func:`audiomae.plc.models.load_plc_model`) or a loaded model; None: the
             bundled one. Other methods run as always.
+        html_clips: also write a listening page, ``index.html``, with the first ``html_clips``
+            files under every condition (their clean, lossy and concealed audio as FLAC under
+            ``clips/``, spectrograms and scores) and the mean scores per condition.
 
     Returns one dict per (file, condition, method) with the keys in ``COLUMNS``; metrics are
     float (nan where a metric is not defined for a clip, with the reason in ``notes`` and printed
@@ -110,9 +115,13 @@ def run_plc_benchmark(
     _check_methods(methods, model)
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    if html_clips < 0:
+        raise ValueError(f"html_clips must be >= 0, got {html_clips}")
     out_dir = Path(out_dir)
+    examples = example_folders(files[:html_clips], conditions)
+    page_files = benchmark_page_files(examples, methods)
     check_outputs(
-        {"--out": out_dir, **{name: out_dir / name for name in RESULT_FILES}},
+        {"--out": out_dir, **{name: out_dir / name for name in [*RESULT_FILES, *page_files]}},
         inputs=list(files),
         directories=["--out"],
     )
@@ -120,12 +129,16 @@ def run_plc_benchmark(
     from tqdm.auto import tqdm
 
     job = (tuple(methods), seed, max_seconds, model)
-    jobs = [(str(f), c, specs[c], *job) for f in files for c in conditions]
+    jobs = [(str(f), c, specs[c], *job, (str(f), c) in examples) for f in files for c in conditions]
     rows: list[dict] = []
+    heard: dict[tuple[str, str], tuple[list[dict], dict]] = {}  # the examples' rows and audio
     bar = tqdm(total=len(jobs), desc="plc benchmark", unit="trace", disable=not progress)
     if workers <= 1:
         for job in jobs:
-            rows.extend(_report(_run_job(job)))
+            job_rows, audio = _run_job(job)
+            rows.extend(_report(job_rows))
+            if audio:
+                heard[job[0], job[1]] = job_rows, audio
             bar.update()
     else:
         import concurrent.futures as cf
@@ -135,11 +148,15 @@ def run_plc_benchmark(
         # whose threads fight over the cores (and every method runs single-threaded anyway).
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            for result in pool.map(_run_job, jobs):
-                rows.extend(_report(result))
+            for job, (job_rows, audio) in zip(jobs, pool.map(_run_job, jobs)):
+                rows.extend(_report(job_rows))
+                if audio:
+                    heard[job[0], job[1]] = job_rows, audio
                 bar.update()
     bar.close()
-    write_results(rows, out_dir, methods=methods, conditions=conditions)
+    means = summarise(rows, methods, conditions)
+    page = benchmark_page_writes(out_dir, examples, heard, means, methods, conditions)
+    write_results(rows, out_dir, methods=methods, conditions=conditions, extra=page)
     return rows
 
 
@@ -177,11 +194,12 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_job(job: tuple) -> list[dict]:
-    """Conceal one (file, condition) with every method and score each output."""
+def _run_job(job: tuple) -> tuple[list[dict], dict | None]:
+    """Conceal one (file, condition) with every method and score each output; the rows, and the
+    audio (clean, lossy, lost, outputs) when the job asks to keep it (an example to listen to)."""
     from audiomae.plc import conceal
 
-    file, condition, spec, methods, seed, max_seconds, model = job
+    file, condition, spec, methods, seed, max_seconds, model, keep = job
     clean = load_audio(file)
     if max_seconds is not None:
         clean = clean[: int(max_seconds * SAMPLE_RATE)]
@@ -189,10 +207,13 @@ def _run_job(job: tuple) -> list[dict]:
     lost = draw_loss(spec, n, trace_seed(file, condition, seed))
     lossy = apply_loss(clean, lost)
     rows = []
+    outputs = {}
     for method in methods:
         start = time.perf_counter()
         out = conceal(lossy, lost, method, clean=clean, **_model_option(method, model))
         elapsed = time.perf_counter() - start
+        if keep:
+            outputs[method] = out
         notes: list[str] = []
         scores = {}
         for key, fn, args in (
@@ -215,7 +236,7 @@ def _run_job(job: tuple) -> list[dict]:
                 "notes": "; ".join(notes),
             }
         )
-    return rows
+    return rows, ({"clean": clean, "lossy": lossy, "lost": lost, "outputs": outputs} if keep else None)
 
 
 def summarise(
@@ -331,9 +352,14 @@ def _plot(table: dict, methods: Sequence[str], conditions: Sequence[str], path: 
 
 
 def write_results(
-    rows: Sequence[dict], out_dir: str | os.PathLike, methods: Sequence[str], conditions: Sequence[str]
+    rows: Sequence[dict],
+    out_dir: str | os.PathLike,
+    methods: Sequence[str],
+    conditions: Sequence[str],
+    extra: Sequence[tuple] = (),
 ) -> None:
-    """Write ``results.csv`` (one row per run), ``results.md`` and ``results.png`` (means), atomically."""
+    """Write ``results.csv`` (one row per run), ``results.md`` and ``results.png`` (means), and the
+    ``extra`` ``(path, write_fn)`` pairs (the listening page), all or none."""
     out_dir = Path(out_dir)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
@@ -349,5 +375,6 @@ def write_results(
             (out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buf.getvalue())),
             (out_dir / "results.md", lambda tmp: Path(tmp).write_text(text)),
             (out_dir / "results.png", lambda tmp: _plot(table, methods, conditions, tmp)),
+            *extra,
         ]
     )

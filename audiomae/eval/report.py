@@ -14,6 +14,7 @@ import functools
 import html
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,14 @@ from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, audio_writer
 PAGE = "index.html"
 # Metrics where a smaller value is better; every other column of a score table: larger is better.
 LOWER_IS_BETTER = frozenset({"LSD lost (dB)", "LSD", "ms/packet"})
+# Decimals shown (and compared when marking the best) per column; others: 2.
+DIGITS = {"STOI": 3}
 
 # Spectrogram geometry: every image of a page is drawn at this size with its axes at these
 # fractions of the width, which the click handler maps back to time.
 _SPEC_SIZE = (9.0, 1.25)  # inches
 _SPEC_DPI = 100
-_AXES = (0.055, 0.2, 0.94, 0.76)  # left, bottom, width, height (figure fractions)
+_AXES = (0.055, 0.2, 0.925, 0.76)  # left, bottom, width, height (figure fractions)
 _DYNAMIC_RANGE_DB = 80.0
 
 
@@ -172,14 +175,15 @@ def spectrogram_png(
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, format="png", optimize=True)
 
 
-def best_cells(rows: Mapping[str, Mapping[str, float]], digits: int = 2) -> set[tuple[str, str]]:
+def best_cells(rows: Mapping[str, Mapping[str, float]]) -> set[tuple[str, str]]:
     """(method, column) pairs holding the best value of their column at the shown precision
-    (ties all marked; nan never): the largest, or the smallest for :data:`LOWER_IS_BETTER`."""
+    (:data:`DIGITS`; ties all marked; nan never): the largest, or the smallest for
+    :data:`LOWER_IS_BETTER`."""
     best: set[tuple[str, str]] = set()
     columns = list(dict.fromkeys(c for vals in rows.values() for c in vals))
     for col in columns:
         shown = {
-            m: round(float(v[col]), digits)
+            m: round(float(v[col]), DIGITS.get(col, 2))
             for m, v in rows.items()
             if col in v and not math.isnan(float(v[col]))
         }
@@ -190,18 +194,18 @@ def best_cells(rows: Mapping[str, Mapping[str, float]], digits: int = 2) -> set[
     return best
 
 
-def _table_html(caption: str, rows: Mapping[str, Mapping[str, float]], digits: int = 2) -> str:
+def _table_html(caption: str, rows: Mapping[str, Mapping[str, float]]) -> str:
     if not rows:
         return ""
     columns = list(dict.fromkeys(c for vals in rows.values() for c in vals))
-    best = best_cells(rows, digits)
+    best = best_cells(rows)
     head = "".join(f"<th>{html.escape(c)}{' ↓' if c in LOWER_IS_BETTER else ''}</th>" for c in columns)
     body = []
     for m, vals in rows.items():
         cells = []
         for c in columns:
             v = float(vals.get(c, float("nan")))
-            text = "–" if math.isnan(v) else f"{v:.{digits}f}"
+            text = "–" if math.isnan(v) else f"{v:.{DIGITS.get(c, 2)}f}"
             cells.append(f'<td class="best">{text}</td>' if (m, c) in best else f"<td>{text}</td>")
         body.append(f"<tr><th>{html.escape(m)}</th>{''.join(cells)}</tr>")
     return (
@@ -340,8 +344,67 @@ def render_page(
     return "\n".join(parts)
 
 
+# The PLC benchmark's page (eval-plc --html): its first few files under every condition.
+BENCHMARK_LABELS = {"pesq": "PESQ-WB", "stoi": "STOI", "plcmos": "PLCMOS", "lsd_lost": "LSD lost (dB)"}
+
+
+def example_folders(files: Sequence, conditions: Sequence[str]) -> dict[tuple[str, str], str]:
+    """(file, condition) -> the folder of its files on the page, in the page's order (by condition)."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+
+    return {
+        (str(f), c): f"clips/{safe(c)}/{i + 1:02d}-{safe(Path(f).stem)}"
+        for c in conditions
+        for i, f in enumerate(files)
+    }
+
+
+def benchmark_page_files(examples: Mapping[tuple[str, str], str], methods: Sequence[str]) -> list[str]:
+    """Every file of the benchmark's page, relative to it (none without examples)."""
+    names = [PAGE] if examples else []
+    for folder in examples.values():
+        names += [name for group in clip_files(folder, methods, "flac").values() for name in group]
+    return names
+
+
+def benchmark_page_writes(
+    out_dir: str | os.PathLike,
+    examples: Mapping[tuple[str, str], str],
+    heard: Mapping[tuple[str, str], tuple[Sequence[Mapping], Mapping]],
+    table: Mapping[tuple[str, str], Mapping[str, float]],
+    methods: Sequence[str],
+    conditions: Sequence[str],
+) -> list[tuple]:
+    """The benchmark page's ``(path, write_fn)`` pairs: the mean scores per condition (``table``,
+    as from ``plc_benchmark.summarise``), then each example of ``examples`` with its rows and
+    audio from ``heard`` (``{"clean", "lossy", "lost", "outputs"}``), its audio as FLAC. None
+    without examples."""
+    if not examples:
+        return []
+    tables = [
+        (
+            f"{c}: means over {table[c, methods[0]]['n']} files",
+            {m: {label: table[c, m][k] for k, label in BENCHMARK_LABELS.items()} for m in methods},
+        )
+        for c in conditions
+    ]
+    clips = []
+    for (file, condition), folder in examples.items():
+        rows, audio = heard[file, condition]
+        scores = {r["method"]: {label: r[k] for k, label in BENCHMARK_LABELS.items()} for r in rows}
+        clips.append(ListeningClip(f"{Path(file).name}, {condition}", folder, **audio, scores=scores))
+    n = len({file for file, _ in examples})
+    intro = f"The first {n} file{'s' * (n != 1)} under each loss condition; results.md has every file."
+    return page_writes(out_dir, "PLC benchmark: listening examples", clips, tables, intro, audio_ext="flac")
+
+
 __all__ = [
     "PAGE",
+    "benchmark_page_files",
+    "benchmark_page_writes",
+    "example_folders",
     "ListeningClip",
     "best_cells",
     "clip_files",
