@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "resynth": "audiomae.commands.vocoder",
     "plc": "audiomae.commands.plc",
     "classify": "audiomae.commands.classify",
+    "convert-reference": "audiomae.commands.convert",
     "export": "audiomae.commands.export",
     "rtp": "audiomae.commands.rtp",
 }

@@ -11,6 +11,7 @@ from audiomae import audio
 MAX_SAMPLE_RATE = 384_000
 MAX_N_FFT = 8192
 FRONTENDS = ("logmel", "kaldi")
+POS_EMBEDS = ("sincos", "stored")
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,28 @@ class ModelConfig:
     # Decoder local attention: each patch attends to patches within this many time columns
     # (None: global). Audio-MAE found local decoder attention best for spectrograms.
     dec_window: int | None = None
+    # What the original Audio-MAE code's ViT has and this project's own models do not: a CLS
+    # token prepended to the encoder's input (attended to, never returned by ``encode``), a
+    # positional table stored with the weights ("stored") instead of computed ("sincos"),
+    # LayerNorm epsilon 1e-6, no final encoder norm (its fine-tuned classifiers pool the last
+    # block's output), and no decoder (``dec_depth=0``: an encoder for classification).
+    cls_token: bool = False
+    pos_embed: str = "sincos"
+    norm_eps: float = 1e-5
+    final_norm: bool = True
 
     def __post_init__(self) -> None:
         sizes = {k: getattr(self, k) for k in ("n_mels", "max_frames", "patch_f", "patch_t")}
         sizes.update({k: getattr(self, k) for k in ("enc_dim", "enc_depth", "enc_heads", "dec_dim")})
         sizes.update({k: getattr(self, k) for k in ("dec_depth", "dec_heads")})
-        bad = [k for k, v in sizes.items() if v < 1]
+        bad = [k for k, v in sizes.items() if v < (0 if k == "dec_depth" else 1)]
         if bad:
-            raise ValueError(f"{bad[0]} must be at least 1, got {sizes[bad[0]]}")
+            low = 0 if bad[0] == "dec_depth" else 1
+            raise ValueError(f"{bad[0]} must be at least {low}, got {sizes[bad[0]]}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
+        if not 0 < self.norm_eps <= 0.1:
+            raise ValueError(f"norm_eps must be in (0, 0.1], got {self.norm_eps}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if self.dec_window is not None and self.dec_window < 0:
@@ -175,6 +190,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         patch_f=16,
         patch_t=16,
     ),
+    # The original Audio-MAE code's ViT-B/16 encoder, as `audiomae convert-reference` loads it
+    # (1024 frames x 128 bins; its decoder is not carried).
+    "reference_base": dict(
+        n_mels=128,
+        max_frames=1024,
+        enc_dim=768,
+        enc_depth=12,
+        enc_heads=12,
+        dec_depth=0,
+        patch_f=16,
+        patch_t=16,
+        cls_token=True,
+        pos_embed="stored",
+        norm_eps=1e-6,
+    ),
 }
 
 
@@ -204,6 +234,8 @@ def check_plc_geometry(features: FeatureConfig, model: ModelConfig, where: str =
     the stream's sample rate, and one patch column = one packet."""
     if features.frontend != "logmel":
         raise ValueError(f"{where}: a PLC model needs the log-mel front end, got {features.frontend!r}")
+    if model.cls_token or model.dec_depth == 0:
+        raise ValueError(f"{where}: a PLC model needs a decoder and no CLS token")
     if features.sample_rate != audio.SAMPLE_RATE:
         raise ValueError(
             f"{where}: features.sample_rate is {features.sample_rate} Hz; a PLC model works on the "

@@ -15,7 +15,7 @@ from torch import nn
 
 from audiomae.checkpoint import load_model, register_kind, save_model
 from audiomae.config import FeatureConfig, ModelConfig, model_preset
-from audiomae.features import LogMel, NormStats, patchify, unpatchify
+from audiomae.features import NormStats, make_frontend, patchify, unpatchify
 from audiomae.masking import MaskResult, burst_position, no_mask
 
 
@@ -52,11 +52,11 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -93,24 +93,37 @@ class AudioMAE(nn.Module):
         n_max = cfg.max_grid_t * cfg.grid_f
 
         self.patch_embed = nn.Linear(cfg.patch_dim, cfg.enc_dim)
-        self.register_buffer("enc_pos", sincos_2d(cfg.enc_dim, cfg.max_grid_t, cfg.grid_f), persistent=False)
+        if cfg.pos_embed == "stored":
+            # A table that travels with the weights (the original code's, whose layout differs).
+            self.register_buffer("enc_pos", torch.zeros(n_max, cfg.enc_dim))
+        else:
+            enc_pos = sincos_2d(cfg.enc_dim, cfg.max_grid_t, cfg.grid_f)
+            self.register_buffer("enc_pos", enc_pos, persistent=False)
+        if cfg.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))
         self.encoder = nn.ModuleList(
-            Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
+            Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.enc_depth)
         )
-        self.enc_norm = nn.LayerNorm(cfg.enc_dim)
+        self.enc_norm = nn.LayerNorm(cfg.enc_dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
 
-        self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))
-        self.register_buffer("dec_pos", sincos_2d(cfg.dec_dim, cfg.max_grid_t, cfg.grid_f), persistent=False)
-        self.decoder = nn.ModuleList(
-            Block(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
-        )
-        self.dec_norm = nn.LayerNorm(cfg.dec_dim)
-        self.dec_pred = nn.Linear(cfg.dec_dim, cfg.patch_dim)
+        self.dec_embed = self.mask_token = self.decoder = self.dec_norm = self.dec_pred = None
+        if cfg.dec_depth:
+            self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))
+            dec_pos = sincos_2d(cfg.dec_dim, cfg.max_grid_t, cfg.grid_f)
+            self.register_buffer("dec_pos", dec_pos, persistent=False)
+            self.decoder = nn.ModuleList(
+                Block(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.dec_depth)
+            )
+            self.dec_norm = nn.LayerNorm(cfg.dec_dim, eps=cfg.norm_eps)
+            self.dec_pred = nn.Linear(cfg.dec_dim, cfg.patch_dim)
         self._n_max = n_max
-        self._frontend: LogMel | None = None
+        self._frontend: nn.Module | None = None
         self.apply(self._init_weights)
-        nn.init.normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:
+            nn.init.normal_(self.mask_token, std=0.02)
+        if cfg.cls_token:
+            nn.init.normal_(self.cls_token, std=0.02)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -132,7 +145,7 @@ class AudioMAE(nn.Module):
         frontend = self.__dict__.get("_frontend")
         if frontend is None or frontend.mel_fb.device != wave.device:
             # Kept out of the module tree: its STFT buffers must not enter state_dict/checkpoints.
-            frontend = self.__dict__["_frontend"] = LogMel(self.feature_cfg).to(wave.device)
+            frontend = self.__dict__["_frontend"] = make_frontend(self.feature_cfg).to(wave.device)
         spec = self.norm.normalize(frontend(wave))
         t = spec.shape[-1] - spec.shape[-1] % self.cfg.patch_t
         return spec[..., :t]
@@ -159,12 +172,21 @@ class AudioMAE(nn.Module):
         attn_mask = None
         if m.ragged:  # padded keys must not be attended to
             attn_mask = m.keep_valid[:, None, None, :]
+        if not self.cfg.cls_token:
+            for blk in self.encoder:
+                x = blk(x, attn_mask)
+            return self.enc_norm(x), attn_mask
+        x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        with_cls = attn_mask
+        if attn_mask is not None:
+            with_cls = torch.cat([torch.ones_like(attn_mask[..., :1]), attn_mask], dim=-1)
         for blk in self.encoder:
-            x = blk(x, attn_mask)
-        return self.enc_norm(x), attn_mask
+            x = blk(x, with_cls)
+        return self.enc_norm(x)[:, 1:], attn_mask
 
     def encode(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
-        """Patch embeddings ``(B, K, enc_dim)`` of the visible patches (all patches by default)."""
+        """Patch embeddings ``(B, K, enc_dim)`` of the visible patches (all patches by default;
+        a CLS token, where the model has one, is attended to but not returned)."""
         grid_t, grid_f = self.grid(spec)
         patches = patchify(spec, self.cfg.patch_f, self.cfg.patch_t)
         m = mask if mask is not None else no_mask(spec.shape[0], grid_t, grid_f).to(spec.device)
@@ -227,6 +249,8 @@ class AudioMAE(nn.Module):
         self, spec: torch.Tensor, mask: MaskResult, columns: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(patches of ``spec``, predictions for every patch or for patch columns ``columns``)."""
+        if self.decoder is None:
+            raise ValueError("this model is an encoder only (dec_depth=0): it cannot predict patches")
         patches = self._checked_patches(spec, mask, columns)
         latent, _ = self._encode_visible(patches, mask)
         return patches, self.decode(latent, mask, patches.shape[1], columns)
@@ -311,6 +335,8 @@ class ResidualPLCMAE(AudioMAE):
         level_offset: list[float] | None = None,
         level_scale: list[float] | None = None,
     ) -> None:
+        if cfg.cls_token or cfg.dec_depth == 0:
+            raise ValueError("a residual PLC model needs a decoder and no CLS token")
         super().__init__(cfg, features, norm)
         # A level calibration per burst position (natural-log power, all bands of a frame alike),
         # measured on training windows (:func:`audiomae.train.plc_residual.calibrate_levels`) and

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from audiomae.features import LogMel
+from audiomae.features import make_frontend
 from audiomae.model import AudioMAE
 
 
@@ -77,10 +77,10 @@ def load_labelled(data: FinetuneData, workdir: str | Path = ".") -> tuple[Any, A
 def log_mels(
     waves: torch.Tensor, features: Any, batch_size: int = 256, progress: bool = False
 ) -> torch.Tensor:
-    """Un-normalised log-mel ``(N, F, T)`` of waveforms ``(N, S)``, computed in batches."""
+    """Un-normalised log-mel (or Kaldi fbank) ``(N, F, T)`` of waveforms ``(N, S)``, in batches."""
     from tqdm import tqdm
 
-    frontend = LogMel(features)
+    frontend = make_frontend(features)
     chunks = range(0, waves.shape[0], batch_size)
     out = [frontend(waves[i : i + batch_size]) for i in tqdm(chunks, desc="log-mel", disable=not progress)]
     return torch.cat(out)

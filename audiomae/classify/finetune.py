@@ -14,7 +14,7 @@ from audiomae.classify.data import FinetuneData, fit_spectrogram, load_labelled,
 from audiomae.classify.metrics import accuracy, confusion_matrix, mean_average_precision
 from audiomae.classify.model import AudioClassifier
 from audiomae.classify.task import ClassificationTask
-from audiomae.features import LogMel
+from audiomae.features import make_frontend
 from audiomae.model import AudioMAE
 
 
@@ -31,6 +31,7 @@ class FinetuneSettings:
     pooling: str = "mean"
     head_dropout: float = 0.0
     level_norm: bool = False
+    head_norm: str = "batch"
     layer_decay: float = 0.75
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: Any = None  # audiomae.train.TrainConfig (imported lazily: the model must not need the loop)
@@ -112,7 +113,7 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
     )
     if not s.encoder:
         # A from-scratch encoder takes its normalisation from the training clips.
-        encoder.norm = compute_norm_stats(train_w, LogMel(encoder.feature_cfg))
+        encoder.norm = compute_norm_stats(train_w, make_frontend(encoder.feature_cfg))
     x_train = fit_spectrogram(log_mels(train_w, encoder.feature_cfg), encoder)
     x_test = fit_spectrogram(log_mels(test_w, encoder.feature_cfg), encoder)
     y_train, y_test = train_set.targets(), test_set.targets()
@@ -127,6 +128,7 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
         clip_seconds=s.data.clip_seconds,
         head_dropout=s.head_dropout,
         level_norm=s.level_norm,
+        head_norm=s.head_norm,
     )
     if info.rank == 0:
         origin = s.encoder or f"scratch ({s.preset})"

@@ -19,12 +19,13 @@ from torch import nn
 
 from audiomae.augment import center_crop
 from audiomae.checkpoint import register_kind
-from audiomae.features import LogMel
+from audiomae.features import make_frontend
 from audiomae.masking import MaskResult
 from audiomae.model import AudioMAE, Block
 
 POOLINGS = ("mean", "cls")
 MODES = ("finetune", "linear_probe")
+HEAD_NORMS = ("batch", "layer")
 # AudioMAE submodules only the reconstruction decoder uses; a classifier does not carry them.
 _DECODER_PARTS = ("dec_embed", "mask_token", "decoder", "dec_norm", "dec_pred")
 
@@ -35,7 +36,9 @@ class ClassifierConfig:
     length clips were padded / cropped to in training, which inference repeats.
     ``level_norm``: shift each clip so its loudest quarter of frames sits at 0 (normalised
     log-mel units) before the encoder, which removes recording-level differences between
-    speakers or devices (:func:`active_level`)."""
+    speakers or devices (:func:`active_level`). ``head_norm``: what normalises the pooled
+    features before the head, "batch" (BatchNorm, see :class:`AudioClassifier`) or "layer"
+    (LayerNorm, the original Audio-MAE code's ``fc_norm``)."""
 
     num_classes: int
     pooling: str = "mean"
@@ -45,6 +48,7 @@ class ClassifierConfig:
     clip_seconds: float | None = None
     head_dropout: float = 0.0
     level_norm: bool = False
+    head_norm: str = "batch"
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -53,6 +57,8 @@ class ClassifierConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{self.pooling}'")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{self.mode}'")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got '{self.head_norm}'")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if self.labels and len(self.labels) != self.num_classes:
             raise ValueError(f"{len(self.labels)} label names for {self.num_classes} classes")
@@ -90,6 +96,7 @@ class AudioClassifier(nn.Module):
         clip_seconds: float | None = None,
         head_dropout: float = 0.0,
         level_norm: bool = False,
+        head_norm: str = "batch",
     ) -> None:
         super().__init__()
         cfg = ClassifierConfig(
@@ -101,6 +108,7 @@ class AudioClassifier(nn.Module):
             clip_seconds=clip_seconds,
             head_dropout=head_dropout,
             level_norm=level_norm,
+            head_norm=head_norm,
         )
         self.cfg = cfg
         self.encoder = strip_decoder(copy.deepcopy(encoder))
@@ -111,9 +119,12 @@ class AudioClassifier(nn.Module):
             self.cls_block = Block(dim, encoder.cfg.enc_heads, encoder.cfg.mlp_ratio)
             self.cls_norm = nn.LayerNorm(dim)
         if cfg.mode == "linear_probe":
-            self.head_norm: nn.Module = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
+        if cfg.head_norm == "layer":
+            self.head_norm: nn.Module = nn.LayerNorm(dim, eps=encoder.cfg.norm_eps)
+        elif cfg.mode == "linear_probe":
+            self.head_norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
         else:
             # Mean-pooled tokens are dominated by the (input-independent) mean positional
             # embedding; their sample-to-sample spread is ~1/30 of their scale, so a head on raw
@@ -213,21 +224,27 @@ class AudioClassifier(nn.Module):
         # buffers would then enter state_dict and no longer match a freshly built model.
         frontend = self.__dict__.get("_frontend_cache")
         if frontend is None or frontend.mel_fb.device != wave.device:
-            frontend = LogMel(self.encoder.feature_cfg).to(wave.device)
+            frontend = make_frontend(self.encoder.feature_cfg).to(wave.device)
             self.__dict__["_frontend_cache"] = frontend
         spec = self.encoder.norm.normalize(frontend(wave))
         return spec[..., : spec.shape[-1] - spec.shape[-1] % self.encoder.cfg.patch_t]
 
     @torch.no_grad()
-    def predict(self, wave: torch.Tensor, top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """Top-k ``(label, score)`` per waveform of ``(B, S)``; scores are softmax
-        probabilities (sigmoid per class for multi-label models)."""
+    def predict_proba(self, wave: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)`` of waveforms ``(B, S)`` (or ``(S,)``): softmax,
+        or a sigmoid per class for multi-label models; columns in the order of :attr:`labels`."""
         was_training = self.training
         self.eval()
         try:
-            probs = self.probabilities(self(self.featurize(wave)).logits)
+            return self.probabilities(self(self.featurize(wave)).logits)
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def predict(self, wave: torch.Tensor, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top-k ``(label, score)`` per waveform of ``(B, S)``; scores are softmax
+        probabilities (sigmoid per class for multi-label models)."""
+        probs = self.predict_proba(wave)
         k = max(1, min(top_k, self.cfg.num_classes))
         scores, idx = probs.topk(k, dim=-1)
         return [

@@ -106,6 +106,176 @@ def make_fbank_fixture(kaldi) -> None:
     np.savez_compressed(OUT / "kaldi_fbank.npz", **out)
 
 
+def random_state(shapes: list[tuple[str, tuple[int, ...]]], seed: int) -> dict[str, np.ndarray]:
+    """Random weights for the named parameters, the same on every machine (each tensor from its own
+    PCG64 stream, uniform, cast to float32): LayerNorm weights 1 +- 0.2, biases +- 0.1, tokens
+    +- 0.5, matrices with unit-variance fan-in scaling. ``tests/test_reference.py`` makes the
+    ViT-B weights with this function instead of storing them."""
+    out = {}
+    for i, (name, shape) in enumerate(shapes):
+        u = np.random.default_rng([seed, i]).random(size=shape) * 2 - 1
+        leaf = name.rsplit(".", 1)[-1]
+        if "norm" in name and leaf == "weight":
+            value = 1 + 0.2 * u
+        elif leaf == "bias":
+            value = 0.1 * u
+        elif name.endswith("_token"):
+            value = 0.5 * u
+        else:
+            value = u * math.sqrt(3 / max(1, int(np.prod(shape[1:]))))
+        out[name] = value.astype(np.float32)
+    return out
+
+
+def parameter_shapes(model) -> list[tuple[str, tuple[int, ...]]]:
+    """Every learned parameter in the reference's order (not the fixed positional tables)."""
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters() if "pos_embed" not in n]
+
+
+def fill(model, seed: int) -> list[tuple[str, tuple[int, ...]]]:
+    import torch
+
+    shapes = parameter_shapes(model)
+    state = {k: torch.from_numpy(v) for k, v in random_state(shapes, seed).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all("pos_embed" in k or "relative_position_index" in k for k in missing), (
+        missing
+    )
+    return shapes
+
+
+def pretrained_pos_embed(dim: int, img_size: tuple[int, int]):
+    """The positional table a reference pretraining run stores: models_mae.initialize_weights with
+    audio_exp=True computes it over PatchEmbed_org's patch_hw (which lists the grid as (W, H))."""
+    import torch
+    from util.patch_embed import PatchEmbed_org
+    from util.pos_embed import get_2d_sincos_pos_embed_flexible
+
+    hw = PatchEmbed_org(img_size, 16, 1, dim).patch_hw
+    return torch.from_numpy(get_2d_sincos_pos_embed_flexible(dim, hw, cls_token=True)).float().unsqueeze(0)
+
+
+def finetune_model(dim: int, depth: int, heads: int, target_length: int, num_classes: int = 527):
+    """The model main_finetune_as.py builds (global pooling, stride-16 PatchEmbed_new, a fixed
+    positional table loaded from the pretrained file), in eval mode."""
+    from functools import partial
+
+    import models_vit
+    import torch
+    from torch import nn
+    from util.patch_embed import PatchEmbed_new
+
+    model = models_vit.VisionTransformer(
+        patch_size=16,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=num_classes,
+        drop_path_rate=0.1,
+        global_pool=True,
+        mask_2d=True,
+        use_custom_patch=False,
+    )
+    img_size = (target_length, 128)
+    model.patch_embed = PatchEmbed_new(
+        img_size=img_size, patch_size=(16, 16), in_chans=1, embed_dim=dim, stride=16
+    )
+    num_patches = model.patch_embed.num_patches
+    model.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim), requires_grad=False)
+    model.pos_embed.data.copy_(pretrained_pos_embed(dim, img_size))
+    return model.eval()
+
+
+def reference_input(kaldi, wave: np.ndarray, target_length: int):
+    """dataset.py: fbank, pad with zeros or cut to target_length, (x - mean) / (2 * std); (T, F)."""
+    import torch
+
+    fbank = reference_fbank(kaldi, wave)
+    p = target_length - fbank.shape[0]
+    if p > 0:
+        fbank = torch.nn.ZeroPad2d((0, 0, 0, p))(fbank)
+    elif p < 0:
+        fbank = fbank[0:target_length, :]
+    return (fbank - AUDIOSET_MEAN) / (AUDIOSET_STD * 2)
+
+
+def run_finetune(model, x):
+    """engine_finetune_as.evaluate: model(images) and a sigmoid for AudioSet's mAP."""
+    import torch
+
+    with torch.no_grad():
+        features = model.forward_features(x[None, None])
+        logits = model(x[None, None])
+    return features[0].numpy(), logits[0].numpy(), torch.sigmoid(logits)[0].numpy()
+
+
+def make_model_fixtures(kaldi) -> None:
+    import argparse
+    from functools import partial
+
+    import models_mae
+    import torch
+    from torch import nn
+
+    wave = clips()["a"]  # every model fixture's input: kaldi_fbank.npz's wave_a
+    # Tiny fine-tuned classifier: its .pth as misc.save_model writes it (model, epoch, args).
+    model = finetune_model(dim=64, depth=2, heads=2, target_length=256)
+    fill(model, seed=1)
+    args = argparse.Namespace(
+        model="vit_tiny_fixture", dataset="audioset", nb_classes=527, global_pool=True, use_custom_patch=False
+    )
+    torch.save({"model": model.state_dict(), "epoch": 59, "args": args}, OUT / "tiny_finetuned.pth")
+    x = reference_input(kaldi, wave, 256)
+    features, logits, probs = run_finetune(model, x)
+    np.savez_compressed(OUT / "tiny_finetuned.npz", features=features, logits=logits, probs=probs)
+
+    # Tiny pretrained MAE with the Swin-local decoder (decoder_mode=1), as main_pretrain.py builds it.
+    mae = models_mae.MaskedAutoencoderViT(
+        img_size=(1024, 128),
+        patch_size=16,
+        in_chans=1,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=2,
+        decoder_num_heads=16,
+        mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        audio_exp=True,
+        decoder_mode=1,
+    ).eval()
+    fill(mae, seed=2)
+    torch.save({"model": mae.state_dict(), "epoch": 32, "args": args}, OUT / "tiny_pretrained.pth")
+    x = reference_input(kaldi, wave, 1024)
+    with torch.no_grad():
+        latent, _, ids_restore, _ = mae.forward_encoder(x[None, None], mask_ratio=0.0)
+        index = ids_restore.unsqueeze(-1).expand(-1, -1, latent.shape[-1])
+        tokens = torch.gather(latent[:, 1:], 1, index)  # back to patch order
+    np.savez_compressed(OUT / "tiny_pretrained.npz", tokens=tokens[0].numpy())
+
+    # ViT-B/16 fine-tuned on AudioSet at 1024 x 128: weights from random_state(shapes, seed=3),
+    # not stored; the shapes (the reference's layout) and the outputs are.
+    model = finetune_model(dim=768, depth=12, heads=12, target_length=1024)
+    shapes = fill(model, seed=3)
+    x = reference_input(kaldi, wave, 1024)
+    features, logits, probs = run_finetune(model, x)
+    names = np.array([n for n, _ in shapes])
+    dims = np.array([",".join(map(str, s)) for _, s in shapes])
+    np.savez_compressed(
+        OUT / "base_finetuned.npz",
+        names=names,
+        shapes=dims,
+        seed=np.int64(3),
+        features=features,
+        logits=logits,
+        probs=probs,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--reference", required=True, help="checkout of facebookresearch/AudioMAE")
@@ -115,8 +285,7 @@ def main() -> None:
     make_fbank_fixture(kaldi)
     shims()
     sys.path.insert(0, args.reference)
-    if "models" in globals():
-        pass
+    make_model_fixtures(kaldi)
 
 
 if __name__ == "__main__":
