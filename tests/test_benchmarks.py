@@ -30,7 +30,7 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
          "--jobs", "1"]
     )  # fmt: skip
     assert set(payload["results"]) == {
-        f"{s}@{f}" for s in ("scratch", "probe", "finetune") for f in ("1", "0.5")
+        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc") for f in ("1", "0.5")
     }
     for r in payload["results"].values():
         assert 0.0 <= r["folds"]["s1"] <= 1.0
