@@ -233,3 +233,11 @@ def test_resynth_iterations_are_bounded(files, capsys):
     with pytest.raises(SystemExit) as info:
         main(["resynth", str(files["clean"]), "-o", str(files["dir"] / "r.wav"), "--iters", "100000000"])
     assert info.value.code == 2 and "--iters" in capsys.readouterr().err
+
+
+def test_demo_on_a_full_disk_is_one_line_and_leaves_no_folder(full_disk, capsys):
+    out = full_disk / "demo"
+    assert main(["demo", "--out", str(out), "--methods", "lpc", "--no-metrics"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert list(full_disk.iterdir()) == []
