@@ -257,3 +257,10 @@ def test_cls_token_encoder_options():
     model.encode(spec)[:, :3].sum().backward()
     assert all(p.grad is not None for p in model.parameters())
     assert {"cls_token", "enc_pos"} <= set(model.state_dict()) and "enc_norm.weight" not in model.state_dict()
+
+
+def test_layer_decay_puts_cls_token_with_the_patch_embedding():
+    model = convert_reference(read_reference(DATA / "tiny_finetuned.pth"), num_heads=2).model
+    groups = model.param_groups(base_lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    (group,) = [g for g in groups if any(p is model.encoder.cls_token for p in g["params"])]
+    assert group["layer"] == 0 and group["weight_decay"] == 0.0

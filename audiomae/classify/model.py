@@ -282,8 +282,9 @@ class AudioClassifier(nn.Module):
 
     @staticmethod
     def _layer_id(name: str, depth: int) -> int:
-        # 0: patch embedding; 1..depth: encoder blocks; depth + 1: final norm, pooling, head.
-        if name.startswith("encoder.patch_embed"):
+        # 0: patch embedding (and a CLS token, as MAE's layer decay has it); 1..depth: encoder
+        # blocks; depth + 1: final norm, pooling, head.
+        if name.startswith("encoder.patch_embed") or name == "encoder.cls_token":
             return 0
         if name.startswith("encoder.encoder."):
             return int(name.split(".")[2]) + 1
