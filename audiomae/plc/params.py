@@ -87,6 +87,9 @@ class FrameParams:
     concealer's own cut-off in that frame).
     ``band_db``: ``(T, len(BAND_EDGES_HZ))`` energy of each band, dB of STFT power.
     ``level_db``: ``(T,)`` frame energy, dB of STFT power (the bands' sum).
+    ``trust``: ``(T,)`` how far each frame's band or level gains are applied, 0 to 1 (a
+    predicted energy applied as far as its predictor is confident); None: fully. A frame whose
+    target is NaN keeps its own energy.
     """
 
     period: np.ndarray | None = None
@@ -95,6 +98,7 @@ class FrameParams:
     level_db: np.ndarray | None = None
     first: int = 0
     hop: int = HOP_LENGTH
+    trust: np.ndarray | None = None
 
     def only(self, *fields: str) -> FrameParams:
         """A copy that gives only ``fields`` (names in :data:`FIELDS`)."""
@@ -387,6 +391,9 @@ def shape_frames(
     else:
         target = 10 ** (np.asarray(params.level_db, dtype=np.float64)[stream_frames[cols]] / 10)
         bin_gain = np.clip(target / (power.sum(0) + _DB_FLOOR), 1 / limit, limit)[None, :]
+    bin_gain = np.where(np.isfinite(bin_gain), bin_gain, 1.0)
+    if params.trust is not None:
+        bin_gain = bin_gain ** np.clip(np.asarray(params.trust, dtype=np.float64)[stream_frames[cols]], 0, 1)
     spec[:, cols] *= np.sqrt(bin_gain)
     return istft(spec, cfg, x.size)[0, context:].astype(np.float32)
 

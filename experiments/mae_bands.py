@@ -1,0 +1,105 @@
+"""Does the MAE's prediction of the fine band energies help the continuation?
+
+    python experiments/mae_bands.py [--files 13] [--trust 0.25 0.5 1.0] [--out runs/mae_bands]
+        [--report]
+
+``oracle_params.py`` found that the clean signal's 18 band energies (Opus' band layout) given
+to the ``lpc`` continuation are worth +0.10 to +0.17 PLCMOS causally. Here the bands come from
+the bundled PLC MAE instead: at each lost packet the MAE fills the window's lost columns (as
+the ``mae`` method's pass does), its predicted log-mel is mapped to band energies (the mel
+filterbank's pseudo-inverse, then the band weights: within 0.1 dB of the bands measured on
+the STFT for real speech), and the continuation is shaped toward them with gains applied to
+the power ``trust`` (0: ``lpc``; 1: the prediction fully). Variants: ``lpc``, the ``mae``
+method itself, and ``bands@T`` for each trust ``T``; causal only (the MAE window the hook
+builds has no lookahead). Same files, loss traces, scoring and resumable cache as
+``oracle_params.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import oracle_params  # noqa: E402
+from tuning_set import add_tuning_set_args, tuning_files  # noqa: E402
+
+from audiomae.audio import SAMPLES_PER_PACKET  # noqa: E402
+from audiomae.plc.mae import LPC_DEFAULTS, ConcealerConfig, ConcealerHooks, MAEConcealer  # noqa: E402
+from audiomae.plc.params import FrameParams, band_weights  # noqa: E402
+
+
+@functools.lru_cache(maxsize=1)
+def mel_to_bands(feature_cfg) -> np.ndarray:
+    """``(bands, n_mels)``: band energies from mel energies (both linear power)."""
+    from audiomae.features import mel_filterbank
+
+    mel = mel_filterbank(feature_cfg).numpy().astype(np.float64)
+    return band_weights(feature_cfg.n_fft, feature_cfg.sample_rate) @ np.linalg.pinv(mel)
+
+
+class PredictedBands(ConcealerHooks):
+    """The MAE's band energies for the frames of each lost packet's continuation."""
+
+    def __init__(self, trust: float) -> None:
+        self.trust = trust
+        self.concealer: MAEConcealer | None = None
+
+    def params(self, start, n):
+        c = self.concealer
+        s = c.state
+        zeros = np.zeros(SAMPLES_PER_PACKET, dtype=np.float32)
+        wave = np.concatenate([s.hist, zeros, zeros])
+        lost = np.concatenate([s.hist_lost, [True, True]])
+        mel = np.asarray(c.predict_logmel(wave, lost), dtype=np.float64)[0]  # (F, T)
+        hop = c.spec.feature_cfg.hop_length
+        bands = np.maximum(mel_to_bands(c.spec.feature_cfg) @ np.exp(mel), 1e-10)
+        first = (start - s.hist.size) // hop  # stream frame of the window's frame 0
+        trust = np.zeros(mel.shape[1])
+        trust[s.hist.size // hop :] = self.trust  # only frames of the lost packet and after
+        return FrameParams(band_db=10 * np.log10(bands.T), first=first, hop=hop, trust=trust)
+
+
+def make_concealer(variant, lookahead, params, clean) -> MAEConcealer:
+    if variant == "lpc":
+        return MAEConcealer(lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS))
+    if variant == "mae":
+        return MAEConcealer(lookahead=lookahead)
+    hooks = PredictedBands(float(variant.split("@")[1]))
+    hooks.concealer = MAEConcealer(lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks)
+    # The lpc settings switch the MAE off in the concealer; the hook runs it, so load it.
+    return hooks.concealer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tuning_set_args(ap)
+    ap.set_defaults(files=13, conditions="ge05b1.5,ge10b2,ge20b3")
+    ap.add_argument("--trust", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    ap.add_argument("--out", default="runs/mae_bands", help="results (resumable)")
+    ap.add_argument("--report", action="store_true", help="only print the table of what has run")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    variants = ["lpc", "mae"] + [f"bands@{t:g}" for t in args.trust]
+    conditions, modes = args.conditions.split(","), ["lpc"]
+    # The oracle's loop and table, with these concealers and no clean parameters.
+    oracle_params.make_concealer = make_concealer
+    oracle_params.file_params = lambda file, clean, out: None
+    out = Path(args.out)
+    files = tuning_files(args)
+    if not args.report:
+        oracle_params.run(files, conditions, modes, variants, out)
+    print(f"\n{len(files)} files of {args.data} (every {args.every}th), first 10 s each, causal\n")
+    print(oracle_params.report(out, conditions, modes, variants))
+
+
+if __name__ == "__main__":
+    main()
