@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("griffinlim", "neural"),
         default=None,
         help="renderer: griffinlim, fast Griffin-Lim (the default: the best quality, RTF about 0.05 "
-        "on one thread) or neural, the bundled learned vocoder (about 10x faster, lower quality); "
+        "on one thread) or neural, the bundled learned vocoder (about 8x faster, lower quality); "
         "--checkpoint alone selects neural",
     )
     p.add_argument("--checkpoint", help="neural vocoder checkpoint directory (default: the bundled weights)")

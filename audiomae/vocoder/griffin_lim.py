@@ -13,8 +13,8 @@ from audiomae.config import FeatureConfig
 from audiomae.features import _padded_window
 from audiomae.vocoder.spectral import check_mel, istft, mel_to_linear_power, stft
 
-# Iterations of copy synthesis (GriffinLim, `audiomae resynth`): the fewest of 16 / 32 / 64 that
-# reach PESQ-WB >= 3.5 on LibriSpeech dev within RTF 0.05 on one thread
+# Iterations of copy synthesis (GriffinLim, `audiomae resynth`): the most of 16 / 32 / 64 that fit
+# one thread's RTF 0.05 on LibriSpeech dev, where more still add PESQ-WB
 # (benchmarks/bench_vocoder.py; docs/results.md). The PLC renderers choose their own counts.
 COPY_SYNTHESIS_ITERS = 64
 
@@ -90,7 +90,7 @@ class GriffinLim(nn.Module):
     """Fast Griffin-Lim with the :class:`Vocoder` call signature: ``forward(mel) -> (B, (T-1)*hop)``.
 
     The default copy-synthesis vocoder: at :data:`COPY_SYNTHESIS_ITERS` iterations it scores
-    above the bundled neural vocoder on PESQ-WB, STOI and DNSMOS, at about 10x its time.
+    above the bundled neural vocoder on PESQ-WB, STOI and DNSMOS, at about 8x its time.
     """
 
     def __init__(
