@@ -1,7 +1,7 @@
 """Does the MAE's prediction of the fine band energies help the continuation?
 
     python experiments/mae_bands.py [--files 13] [--trust 0.25 0.5 1.0] [--out runs/mae_bands]
-        [--report]
+        [--learned runs/band_predictor --alpha 0.5 1 1f] [--report]
 
 ``oracle_params.py`` found that the clean signal's 18 band energies (Opus' band layout) given
 to the ``lpc`` continuation are worth +0.10 to +0.17 PLCMOS causally. Here the bands come from
@@ -66,7 +66,19 @@ class PredictedBands(ConcealerHooks):
         return FrameParams(band_db=10 * np.log10(bands.T), first=first, hop=hop, trust=trust)
 
 
+LEARNED: dict = {}  # --learned DIR: the band predictor's directory
+
+
 def make_concealer(variant, lookahead, params, clean) -> MAEConcealer:
+    if variant.startswith("learned"):
+        from band_predictor import LearnedBands
+
+        _, alpha = variant.split("@")
+        hooks = LearnedBands(LEARNED["dir"], alpha=float(alpha.rstrip("f")), first_only=alpha.endswith("f"))
+        hooks.concealer = MAEConcealer(
+            lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks
+        )
+        return hooks.concealer
     if variant == "lpc":
         return MAEConcealer(lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS))
     if variant == "mae":
@@ -83,12 +95,20 @@ def main() -> None:
     ap.set_defaults(files=13, conditions="ge05b1.5,ge10b2,ge20b3")
     ap.add_argument("--trust", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--out", default="runs/mae_bands", help="results (resumable)")
+    ap.add_argument("--learned", help="also run experiments/band_predictor.py's model in DIR")
+    ap.add_argument(
+        "--alpha", nargs="+", default=["0.5", "1"], help="its trusts (a trailing f: first lost packet only)"
+    )
+    ap.add_argument("--only-learned", action="store_true", help="skip the MAE variants")
     ap.add_argument("--report", action="store_true", help="only print the table of what has run")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    variants = ["lpc", "mae"] + [f"bands@{t:g}" for t in args.trust]
+    variants = ["lpc"] + ([] if args.only_learned else ["mae"] + [f"bands@{t:g}" for t in args.trust])
+    if args.learned:
+        LEARNED["dir"] = args.learned
+        variants += [f"learned@{a}" for a in args.alpha]
     conditions, modes = args.conditions.split(","), ["lpc"]
     # The oracle's loop and table, with these concealers and no clean parameters.
     oracle_params.make_concealer = make_concealer
