@@ -29,7 +29,10 @@ def _one_line(capsys, *words):
         (["demo", "--methods", "bogus"], ["unknown method 'bogus'"]),
         (["demo", "--methods", " , "], ["--methods", "no method"]),
         (["demo", "--condition", "nonsense"], ["nonsense"]),
-        (["resynth", "{clip}", "-o", "{dir}/o.wav", "--iters", "-5"], ["--iters", "must be an integer from 1 to 1000"]),
+        (
+            ["resynth", "{clip}", "-o", "{dir}/o.wav", "--iters", "-5"],
+            ["--iters", "must be an integer from 1 to 1000"],
+        ),
         (["conceal", "{clip}", "--trace", "t", "-o", "o.wav", "--lookahead", "-1"], ["--lookahead"]),
         (["eval-plc", "{clip}", "--out", "{dir}/b", "--max-files", "0"], ["--max-files"]),
         (["eval-plc", "{clip}", "--out", "{dir}/b", "--max-seconds", "nan"], ["--max-seconds"]),
