@@ -69,7 +69,37 @@ class PredictedBands(ConcealerHooks):
 LEARNED: dict = {}  # --learned DIR: the band predictor's directory
 
 
+class InterpolatedBands(ConcealerHooks):
+    """With lookahead: band energies over the gap interpolated (in dB, linearly) from the last
+    frame played to the first frame of the packet after the gap, where that packet is in view."""
+
+    def __init__(self) -> None:
+        self.concealer: MAEConcealer | None = None
+
+    def params(self, start, n):
+        from audiomae.plc.params import band_energies
+
+        c = self.concealer
+        after = list(c._window)[1:]  # the lookahead packets (None: lost)
+        k = next((i for i, p in enumerate(after) if p is not None), None)
+        if k is None:
+            return None
+        hop = c.spec.feature_cfg.hop_length
+        db = lambda x: 10 * np.log10(band_energies(np.asarray(x, dtype=np.float64)) + 1e-10)  # noqa: E731
+        before = db(c.state.played)[-3]  # centred 20 ms before the gap: its window lies in what was played
+        behind = db(after[k])[1]  # centred 10 ms into the packet after the gap
+        t0, t1 = start - 2 * hop, start + (k + 1) * SAMPLES_PER_PACKET + hop
+        frames = np.arange(start // hop, (start + (k + 1) * SAMPLES_PER_PACKET) // hop)
+        w = ((frames * hop - t0) / (t1 - t0))[:, None]
+        return FrameParams(band_db=(1 - w) * before + w * behind, first=int(frames[0]), hop=hop)
+
+
 def make_concealer(variant, lookahead, params, clean) -> MAEConcealer:
+    if variant == "interp":
+        hooks = InterpolatedBands()
+        config = ConcealerConfig(**LPC_DEFAULTS)
+        hooks.concealer = MAEConcealer(lookahead=lookahead, config=config, hooks=hooks)
+        return hooks.concealer
     if variant.startswith("learned"):
         from band_predictor import LearnedBands
 
@@ -100,6 +130,9 @@ def main() -> None:
         "--alpha", nargs="+", default=["0.5", "1"], help="its trusts (a trailing f: first lost packet only)"
     )
     ap.add_argument("--only-learned", action="store_true", help="skip the MAE variants")
+    ap.add_argument(
+        "--interpolate", action="store_true", help="la1 / la2 only: bands interpolated across the gap"
+    )
     ap.add_argument("--report", action="store_true", help="only print the table of what has run")
     args = ap.parse_args()
     import torch
@@ -110,6 +143,8 @@ def main() -> None:
         LEARNED["dir"] = args.learned
         variants += [f"learned@{a}" for a in args.alpha]
     conditions, modes = args.conditions.split(","), ["lpc"]
+    if args.interpolate:
+        variants, modes = ["lpc", "interp"], ["la1", "la2"]
     # The oracle's loop and table, with these concealers and no clean parameters.
     oracle_params.make_concealer = make_concealer
     oracle_params.file_params = lambda file, clean, out: None
