@@ -80,6 +80,22 @@ def period_near(x: np.ndarray, guess: int, spread: float = 0.2, min_overlap: int
     return best
 
 
+def lpc_source(history: np.ndarray, period: int, order: int, analysis: int, sample_rate: int):
+    """What a continuation of ``history`` repeats: (inverse filter, LPC residual of ``history``,
+    the synthesis filter's state at its end, the residual's last ``period`` samples); None for
+    silence (nothing to model)."""
+    from scipy.signal import lfilter, lfiltic
+
+    h = np.asarray(history, dtype=np.float64)
+    if not 0 < period <= h.size - order:
+        raise ValueError(f"need a period in (0, {h.size - order}] samples for this history, got {period}")
+    inverse = _lpc_inverse_filter(h, order, analysis, sample_rate)
+    if inverse is None:
+        return None
+    residual = lfilter(inverse, [1.0], h)
+    return inverse, residual, lfiltic([1.0], inverse, h[::-1][:order]), residual[-period:]
+
+
 def lpc_continuation(
     history: np.ndarray,
     period: int,
@@ -105,24 +121,19 @@ def lpc_continuation(
     frequency; above it the excitation is noise from ``rng`` with the same power there (a mixed
     excitation, as MELP vocoders use: exactly repeated high harmonics sound buzzy). A longer
     continuation from the same ``rng`` state begins with the same samples."""
-    h = np.asarray(history, dtype=np.float64)
-    if not 0 < period <= h.size - order:
-        raise ValueError(f"need a period in (0, {h.size - order}] samples for this history, got {period}")
-    inverse = _lpc_inverse_filter(h, order, analysis, sample_rate)
-    if inverse is None:  # silence: nothing to model
+    source = lpc_source(history, period, order, analysis, sample_rate)
+    if source is None:  # silence: nothing to model
         return np.zeros(n, dtype=np.float32)
-    from scipy.signal import lfilter, lfiltic
+    from scipy.signal import lfilter
 
-    residual = lfilter(inverse, [1.0], h)
-    state = lfiltic([1.0], inverse, h[::-1][:order])
-    cycle = residual[-period:]
+    inverse, residual, state, cycle = source
     high = 0.0  # the noise above the cut-off, if any
     if noise_above is not None:
         # The noise generator's seed is the first of two numbers drawn from ``rng``.
         noise_rng = np.random.default_rng((rng or np.random.default_rng(0)).integers(2**62, size=2)[0])
         cycle, high = _mixed_excitation(cycle, n, float(noise_above), sample_rate, noise_rng)
     excitation = np.resize(cycle, n) + high
-    if decay and h.size >= 2 * period:
+    if decay and residual.size >= 2 * period:
         # A residual whose last period is weaker than the one before it keeps losing energy at
         # that rate, period by period (never gaining).
         e1 = float(residual[-period:] @ residual[-period:]) + 1e-12

@@ -278,19 +278,15 @@ def steered_continuation(
 def _warped_continuation(
     history, period, n, params, start, order, analysis, sample_rate, rng, decay, noise_above
 ) -> np.ndarray:
-    from scipy.signal import lfilter, lfiltic
+    from scipy.signal import lfilter
 
-    from audiomae.plc.dsp import _lpc_inverse_filter, highpass_taps
+    from audiomae.plc.dsp import highpass_taps, lpc_source
 
     h = np.asarray(history, dtype=np.float64)
-    if not 0 < period <= h.size - order:
-        raise ValueError(f"need a period in (0, {h.size - order}] samples for this history, got {period}")
-    inverse = _lpc_inverse_filter(h, order, analysis, sample_rate)
-    if inverse is None:  # silence: nothing to model
+    source = lpc_source(h, period, order, analysis, sample_rate)
+    if source is None:  # silence: nothing to model
         return np.zeros(n, dtype=np.float32)
-    residual = lfilter(inverse, [1.0], h)
-    state = lfiltic([1.0], inverse, h[::-1][:order])
-    cycle = residual[-period:]
+    inverse, residual, state, cycle = source
 
     # The period at each sample: the found one, moved as the given contour moves.
     periods = np.full(n, float(period))
