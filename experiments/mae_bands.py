@@ -80,8 +80,8 @@ class InterpolatedBands(ConcealerHooks):
         from audiomae.plc.params import band_energies
 
         c = self.concealer
-        after = list(c._window)[1:]  # the lookahead packets (None: lost)
-        k = next((i for i, p in enumerate(after) if p is not None), None)
+        after = list(c._window)[1:]  # the lookahead packets (None: lost; past the end: a marker)
+        k = next((i for i, p in enumerate(after) if isinstance(p, np.ndarray)), None)
         if k is None:
             return None
         hop = c.spec.feature_cfg.hop_length
