@@ -152,7 +152,8 @@ def main() -> None:
     files = tuning_files(args)
     if not args.report:
         oracle_params.run(files, conditions, modes, variants, out)
-    print(f"\n{len(files)} files of {args.data} (every {args.every}th), first 10 s each, causal\n")
+    where = "with lookahead" if args.interpolate else "causal"
+    print(f"\n{len(files)} files of {args.data} (every {args.every}th), first 10 s each, {where}\n")
     print(oracle_params.report(out, conditions, modes, variants))
 
 
