@@ -1,9 +1,10 @@
 """Vocoder copy-synthesis quality and speed on LibriSpeech dev.
 
 Each dev file -> log-mel (the project's front end) -> fast Griffin-Lim at a few iteration
-counts / the neural vocoder -> PESQ-WB, STOI and log-spectral distance against the original,
-DNSMOS SIG / OVRL (non-intrusive, Microsoft's P.835 model from ``speechmos``) of the output,
-and the single-thread real-time factor (synthesis time / audio duration,
+counts (from random phase on the NNLS magnitude; from PGHI phase on the flat-start NNLS
+magnitude, the `resynth` default) / the neural vocoder -> PESQ-WB, STOI and log-spectral
+distance against the original, DNSMOS SIG / OVRL (non-intrusive, Microsoft's P.835 model from
+``speechmos``) of the output, and the single-thread real-time factor (synthesis time / audio duration,
 ``torch.set_num_threads(1)``; each file's time is the fastest of ``--timing-repeats`` runs),
 as CPU time (the compute, which other jobs on a shared machine do not inflate much) and as
 wall-clock time (which also counts waiting for a core).
@@ -14,6 +15,7 @@ the gap between that row and the same count from the log-mel). Also times one
 exact context). Prints a markdown table.
 
     python benchmarks/bench_vocoder.py [--max-files N] [--checkpoint DIR] [--gl-iters 16 32 64]
+        [--pghi-iters 32]
 """
 
 from __future__ import annotations
@@ -95,7 +97,18 @@ def main() -> None:
     p.add_argument("--max-files", type=int, default=None, help="first N files (default: all)")
     p.add_argument("--checkpoint", help="neural vocoder checkpoint (default: the bundled weights)")
     p.add_argument(
-        "--gl-iters", type=int, nargs="+", default=[16, 32, 64], help="Griffin-Lim iteration counts"
+        "--gl-iters",
+        type=int,
+        nargs="*",
+        default=[16, 32, 64],
+        help="iteration counts of Griffin-Lim from random phase on the NNLS magnitude",
+    )
+    p.add_argument(
+        "--pghi-iters",
+        type=int,
+        nargs="*",
+        default=[COPY_SYNTHESIS_ITERS],
+        help="iteration counts of Griffin-Lim started from PGHI phase on the flat-start NNLS magnitude",
     )
     p.add_argument(
         "--true-iters",
@@ -134,10 +147,15 @@ def main() -> None:
             gen = torch.Generator().manual_seed(0)
             return griffin_lim(mel, cfg, args.true_iters, magnitude=magnitude, generator=gen)
 
-        vocoders[f"Griffin-Lim from the true STFT magnitude ({args.true_iters} it)"] = true_magnitude
+        true_name = f"Griffin-Lim from the true STFT magnitude, random start ({args.true_iters} it)"
+        vocoders[true_name] = true_magnitude
     for n_iter in args.gl_iters:
+        plain = GriffinLim(cfg, n_iter, method="nnls", n_inversion_iter=30, init_phase="random")
+        vocoders[f"Griffin-Lim, random start, NNLS, {n_iter} it"] = from_mel(plain)
+    for n_iter in args.pghi_iters:
         default = " (`resynth` default)" if n_iter == COPY_SYNTHESIS_ITERS else ""
-        vocoders[f"Griffin-Lim, {n_iter} it{default}"] = from_mel(GriffinLim(cfg, n_iter))
+        pghi_gl = GriffinLim(cfg, n_iter, method="flat", n_inversion_iter=60, init_phase="pghi")
+        vocoders[f"Griffin-Lim, PGHI start, flat-start NNLS, {n_iter} it{default}"] = from_mel(pghi_gl)
     vocoders["neural, bundled (`--vocoder neural`)" if not args.checkpoint else "neural"] = from_mel(neural)
     if args.refine:
 

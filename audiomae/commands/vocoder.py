@@ -8,7 +8,7 @@ from audiomae.commands import int_in_range
 
 # Kept in step with audiomae.vocoder.COPY_SYNTHESIS_ITERS (tested); a literal here keeps
 # `audiomae --help` from importing torch.
-DEFAULT_ITERS = 64
+DEFAULT_ITERS = 32
 MAX_ITERS = 1000  # far past where Griffin-Lim stops improving; bounds the work a command line asks for
 
 
@@ -20,9 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--vocoder",
         choices=("griffinlim", "neural"),
         default=None,
-        help="renderer: griffinlim, fast Griffin-Lim (the default: the best quality, RTF about 0.05 "
-        "on one thread) or neural, the bundled learned vocoder (about 8x faster, lower quality); "
-        "--checkpoint alone selects neural",
+        help="renderer: griffinlim, fast Griffin-Lim from PGHI phase (the default: the best "
+        "quality, RTF about 0.03 on one thread) or neural, the bundled learned vocoder (about 6x "
+        "faster, lower quality); --checkpoint alone selects neural",
     )
     p.add_argument("--checkpoint", help="neural vocoder checkpoint directory (default: the bundled weights)")
     p.add_argument(

@@ -7,8 +7,9 @@ Frame ``t`` is centred on sample ``t * hop`` (``center=True``), so T frames rend
 
 - :func:`griffin_lim` / :class:`GriffinLim`: mel power -> linear power by non-negative least
   squares on the mel filterbank, then fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99),
-  optionally seeded with known audio whose frames keep their phase. ``GriffinLim()`` at
-  :data:`COPY_SYNTHESIS_ITERS` iterations is the default copy-synthesis vocoder (the best
+  from random phase, from :func:`pghi` phase (phase-gradient heuristic integration), or seeded
+  with known audio whose frames keep their phase. ``GriffinLim()`` (flat-start NNLS, PGHI start,
+  :data:`COPY_SYNTHESIS_ITERS` iterations) is the default copy-synthesis vocoder (the best
   measured: see ``docs/results.md``).
 - :class:`Vocoder`: a Vocos-style model (Siuzdak 2023): a ConvNeXt backbone over mel frames
   and an inverse-STFT head that predicts log-magnitude and phase of the *front end's own*
@@ -31,6 +32,7 @@ from audiomae.vocoder.model import (
     load_default_vocoder,
     vocoder_preset,
 )
+from audiomae.vocoder.pghi import pghi
 from audiomae.vocoder.spectral import istft, mel_to_linear_power, spectral_convergence, stft
 from audiomae.vocoder.task import VocoderTask
 
@@ -42,6 +44,7 @@ __all__ = [
     "GriffinLim",
     "COPY_SYNTHESIS_ITERS",
     "griffin_lim",
+    "pghi",
     "mel_to_linear_power",
     "spectral_convergence",
     "stft",

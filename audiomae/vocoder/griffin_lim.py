@@ -1,5 +1,6 @@
-"""The Griffin-Lim baseline vocoder: mel power -> linear power (NNLS on the filterbank), then fast
-Griffin-Lim (Perraudin et al. 2013, momentum 0.99), optionally seeded with known audio."""
+"""The Griffin-Lim vocoder: mel power -> linear power (NNLS on the filterbank), then fast
+Griffin-Lim (Perraudin et al. 2013, momentum 0.99) from random phase, PGHI phase, or the phase of
+known audio."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from torch import nn
 
 from audiomae.config import FeatureConfig
 from audiomae.features import _padded_window
+from audiomae.vocoder.pghi import pghi
 from audiomae.vocoder.spectral import check_mel, istft, mel_to_linear_power, stft
 
-# Iterations of copy synthesis (GriffinLim, `audiomae resynth`): the most of 16 / 32 / 64 that fit
-# one thread's RTF 0.05 on LibriSpeech dev, where more still add PESQ-WB
-# (benchmarks/bench_vocoder.py; docs/results.md). The PLC renderers choose their own counts.
-COPY_SYNTHESIS_ITERS = 64
+# Iterations of copy synthesis (GriffinLim, `audiomae resynth`), started from PGHI phase on the
+# flat-start NNLS magnitude: on LibriSpeech dev PESQ-WB stops rising by 32 (48 and 64 add
+# nothing on the screen), at about 0.03 one-thread RTF (benchmarks/bench_vocoder.py;
+# docs/results.md). The PLC renderers choose their own counts and keep random / received phase.
+COPY_SYNTHESIS_ITERS = 32
 
 
 def griffin_lim(
@@ -29,6 +32,8 @@ def griffin_lim(
     method: str = "nnls",
     generator: torch.Generator | None = None,
     magnitude: torch.Tensor | None = None,
+    n_inversion_iter: int = 30,
+    init_phase: str = "random",
 ) -> torch.Tensor:
     """Fast Griffin-Lim from log-mel ``(B, F, T)`` to waveform ``(B, (T - 1) * hop)``.
 
@@ -36,15 +41,23 @@ def griffin_lim(
     received audio around a gap, with anything in the gap). ``known_frames`` ``(B, T)`` or
     ``(T,)`` bool: frames whose phase is re-imposed from ``init_audio`` after every
     iteration, so the received audio anchors the phase of the frames the algorithm fills.
-    ``magnitude`` overrides the mel inversion with a linear magnitude ``(B, n_fft//2+1, T)``.
+    ``magnitude`` overrides the mel inversion with a linear magnitude ``(B, n_fft//2+1, T)``;
+    ``method`` and ``n_inversion_iter`` are those of :func:`mel_to_linear_power` otherwise.
+    ``init_phase`` without ``init_audio``: ``"random"`` or ``"pghi"``, the phase that
+    :func:`audiomae.vocoder.pghi.pghi` integrates from the magnitude (near-consistent from the
+    start, so a few iterations reach what random phase needs many more for).
     """
     cfg = cfg or FeatureConfig()
     mel = check_mel(mel, cfg.n_mels)
     b, _, t = mel.shape
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if init_phase not in ("random", "pghi"):
+        raise ValueError(f"unknown init_phase '{init_phase}' (random, pghi)")
+    if init_phase == "pghi" and init_audio is not None:
+        raise ValueError("init_phase='pghi' and init_audio both choose the starting phase; pass one")
     if magnitude is None:
-        magnitude = mel_to_linear_power(mel, cfg, method=method).sqrt()
+        magnitude = mel_to_linear_power(mel, cfg, method=method, n_iter=n_inversion_iter).sqrt()
     window = _padded_window(cfg).to(mel.device)
     if init_audio is not None:
         init_audio = torch.as_tensor(init_audio, dtype=torch.float32, device=mel.device)
@@ -61,8 +74,11 @@ def griffin_lim(
         silent = known_spec.abs() < 1e-8
         angles = torch.where(silent, rand, known_spec / known_spec.abs().clamp_min(1e-8))
     else:
-        rand = torch.rand(magnitude.shape, generator=generator, dtype=torch.float32) * (2 * math.pi)
-        angles = torch.polar(torch.ones_like(rand), rand).to(mel.device)
+        if init_phase == "pghi":
+            angles = pghi(magnitude, cfg, generator=generator)
+        else:
+            rand = torch.rand(magnitude.shape, generator=generator, dtype=torch.float32) * (2 * math.pi)
+            angles = torch.polar(torch.ones_like(rand), rand).to(mel.device)
         if known_frames is not None:
             raise ValueError("known_frames needs init_audio to take the phase from")
     keep = None
@@ -89,8 +105,10 @@ def griffin_lim(
 class GriffinLim(nn.Module):
     """Fast Griffin-Lim with the :class:`Vocoder` call signature: ``forward(mel) -> (B, (T-1)*hop)``.
 
-    The default copy-synthesis vocoder: at :data:`COPY_SYNTHESIS_ITERS` iterations it scores
-    above the bundled neural vocoder on PESQ-WB, STOI and DNSMOS, at about 8x its time.
+    The default copy-synthesis vocoder: the flat-start NNLS magnitude (``method="flat"``), PGHI
+    phase as the start, then :data:`COPY_SYNTHESIS_ITERS` iterations. ``method="nnls",
+    init_phase="random"`` is plain fast Griffin-Lim from random phase, which needs more
+    iterations for less (docs/results.md).
     """
 
     def __init__(
@@ -99,12 +117,25 @@ class GriffinLim(nn.Module):
         n_iter: int = COPY_SYNTHESIS_ITERS,
         momentum: float = 0.99,
         seed: int = 0,
+        method: str = "flat",
+        n_inversion_iter: int = 60,
+        init_phase: str = "pghi",
     ) -> None:
         super().__init__()
         self.feature_cfg = features or FeatureConfig()
         self.n_iter, self.momentum, self.seed = n_iter, momentum, seed
+        self.method, self.n_inversion_iter, self.init_phase = method, n_inversion_iter, init_phase
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)
-        return griffin_lim(mel, self.feature_cfg, self.n_iter, self.momentum, generator=gen)
+        return griffin_lim(
+            mel,
+            self.feature_cfg,
+            self.n_iter,
+            self.momentum,
+            method=self.method,
+            generator=gen,
+            n_inversion_iter=self.n_inversion_iter,
+            init_phase=self.init_phase,
+        )

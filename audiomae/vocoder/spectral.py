@@ -35,6 +35,14 @@ def _filterbank_and_pinv(cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor
     return fb, torch.linalg.pinv(fb.double()).float()
 
 
+@functools.lru_cache(maxsize=8)
+def _nearest_covered_bin(cfg: FeatureConfig) -> torch.Tensor:
+    # Index of the nearest bin that some mel filter weighs (itself where covered).
+    covered = (mel_filterbank(cfg).sum(0) > 0).nonzero().squeeze(1)
+    bins = torch.arange(cfg.n_fft // 2 + 1)
+    return covered[(bins.unsqueeze(1) - covered.unsqueeze(0)).abs().argmin(1)]
+
+
 def mel_to_linear_power(
     mel: torch.Tensor, cfg: FeatureConfig | None = None, method: str = "nnls", n_iter: int = 30
 ) -> torch.Tensor:
@@ -43,17 +51,28 @@ def mel_to_linear_power(
     ``method="pinv"``: clamped pseudo-inverse of the filterbank (fast, rings into negative
     values that are clipped). ``"nnls"``: starts there and runs ``n_iter`` multiplicative
     (Lee-Seung) updates, which stay non-negative and reduce ``||fb @ P - mel_power||``.
+    ``"flat"``: the same updates from each frame's mel power spread evenly over the bins, which
+    keeps the pseudo-inverse's ringing out of the estimate (closer to the true spectrum in
+    PESQ-WB after Griffin-Lim); bins that no filter weighs (DC, Nyquist) take the power of the
+    nearest bin that one does, as a window leaks the lowest band into DC, instead of silence.
     """
     cfg = cfg or FeatureConfig()
     mel = check_mel(mel, cfg.n_mels)
     fb, pinv = _filterbank_and_pinv(cfg)
     fb, pinv = fb.to(mel.device), pinv.to(mel.device)
     target = mel.exp()
+    if method == "flat":
+        power = (target.mean(1, keepdim=True) / fb.sum(1).mean()).expand(-1, fb.shape[1], -1)
+        numer = fb.T @ target
+        for _ in range(n_iter):
+            power = power * numer / (fb.T @ (fb @ power)).clamp_min(1e-12)
+        nearest = _nearest_covered_bin(cfg).to(mel.device)
+        return power[:, nearest].clamp_min(cfg.log_floor)
     power = (pinv @ target).clamp_min(cfg.log_floor)
     if method == "pinv":
         return power
     if method != "nnls":
-        raise ValueError(f"unknown mel inversion method '{method}' (pinv, nnls)")
+        raise ValueError(f"unknown mel inversion method '{method}' (pinv, nnls, flat)")
     numer = fb.T @ target
     gram = fb.T @ fb
     for _ in range(n_iter):
