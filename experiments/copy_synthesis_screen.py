@@ -27,7 +27,6 @@ RTF of fast Griffin-Lim from the estimate, one thread (``--iters`` iterations). 
 from __future__ import annotations
 
 import argparse
-import heapq
 import math
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from audiomae.audio import SAMPLE_RATE, load_audio
 from audiomae.config import FeatureConfig
 from audiomae.eval.metrics import pesq_wb, stoi
 from audiomae.features import LogMel, _padded_window, mel_filterbank
-from audiomae.vocoder import GriffinLim, griffin_lim, istft, mel_to_linear_power, stft
+from audiomae.vocoder import GriffinLim, griffin_lim, istft, mel_to_linear_power, pghi, stft
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech" / "dev"
 
@@ -101,7 +100,7 @@ def mel_gl(
     elif init == "pghi":
         angles = pghi_time(magnitude, cfg)
     elif init == "heap":
-        angles = pghi_heap(magnitude, cfg)
+        angles = pghi(magnitude, cfg, generator=torch.Generator().manual_seed(0))
     else:
         gen = torch.Generator().manual_seed(0)
         rand = torch.rand(magnitude.shape, generator=gen) * (2 * math.pi)
@@ -280,16 +279,17 @@ def log_spectral_error(est: torch.Tensor, true: torch.Tensor) -> float:
     return float((e - r)[keep].square().mean().sqrt())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=str(DATA), help="folder of 16 kHz speech files")
     p.add_argument("--files", type=int, default=8)
     p.add_argument("--iters", type=int, default=64)
     p.add_argument("--variants", nargs="+", default=None)
     p.add_argument("--inversion", action="store_true", help="also the magnitude error table")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = FeatureConfig()
-    files = sorted(DATA.glob("*.flac"))
+    files = sorted(Path(args.data_dir).glob("*.flac")) + sorted(Path(args.data_dir).glob("*.wav"))
     files = files[:: max(1, len(files) // args.files)][: args.files]
     frontend = LogMel(cfg)
     window = _padded_window(cfg)
@@ -323,71 +323,7 @@ def main() -> None:
     for n in names:
         r = res[n]
         print(f"| {n} | {np.mean(r['pesq']):.2f} | {np.mean(r['stoi']):.3f} | {r['cpu'] / audio_s:.4f} |")
-
-
-def _heap_integrate_impl(s, tgrad, fgrad, tol):
-    nk, nt = s.shape
-    phase = np.zeros((nk, nt))
-    done = s < tol
-    order = np.argsort(-s.ravel())
-    heap = [(0.0, 0, 0)]
-    heap.pop()
-    for flat in order:
-        k0, t0 = flat // nt, flat % nt
-        if done[k0, t0]:
-            continue
-        done[k0, t0] = True
-        phase[k0, t0] = 0.0
-        heapq.heappush(heap, (-s[k0, t0], k0, t0))
-        while heap:
-            _, k, t = heapq.heappop(heap)
-            if t + 1 < nt and not done[k, t + 1]:
-                phase[k, t + 1] = phase[k, t] + 0.5 * (tgrad[k, t] + tgrad[k, t + 1])
-                done[k, t + 1] = True
-                heapq.heappush(heap, (-s[k, t + 1], k, t + 1))
-            if t - 1 >= 0 and not done[k, t - 1]:
-                phase[k, t - 1] = phase[k, t] - 0.5 * (tgrad[k, t] + tgrad[k, t - 1])
-                done[k, t - 1] = True
-                heapq.heappush(heap, (-s[k, t - 1], k, t - 1))
-            if k + 1 < nk and not done[k + 1, t]:
-                phase[k + 1, t] = phase[k, t] + 0.5 * (fgrad[k, t] + fgrad[k + 1, t])
-                done[k + 1, t] = True
-                heapq.heappush(heap, (-s[k + 1, t], k + 1, t))
-            if k - 1 >= 0 and not done[k - 1, t]:
-                phase[k - 1, t] = phase[k, t] - 0.5 * (fgrad[k, t] + fgrad[k - 1, t])
-                done[k - 1, t] = True
-                heapq.heappush(heap, (-s[k - 1, t], k - 1, t))
-    return phase
-
-
-_heap_integrate = None
-
-
-def pghi_heap(magnitude: torch.Tensor, cfg: FeatureConfig, floor_db: float = 50.0) -> torch.Tensor:
-    """Full PGHI: integrate time and frequency phase derivatives from the loudest bins outwards."""
-    global _heap_integrate
-    if _heap_integrate is None:
-        import numba
-
-        _heap_integrate = numba.njit(cache=True)(_heap_integrate_impl)
-    n, hop = cfg.n_fft, cfg.hop_length
-    gamma = 0.25645 * cfg.win_length**2
-    s = magnitude[0].clamp_min(1e-10).log().double()
-    k = torch.arange(s.shape[0], dtype=s.dtype).view(-1, 1)
-    ds_f = torch.zeros_like(s)
-    ds_f[1:-1] = (s[2:] - s[:-2]) * (n / 2)
-    ds_t = torch.zeros_like(s)
-    ds_t[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / (2 * hop)
-    tgrad = 2 * math.pi * hop * (k / n + ds_f / (2 * math.pi * gamma))
-    fgrad = -gamma * ds_t / n
-    tol = float(s.max()) - floor_db / 20 * math.log(10)
-    phase = _heap_integrate(s.numpy(), tgrad.numpy(), fgrad.numpy(), tol)
-    phase = torch.from_numpy(phase).float() + math.pi * k.float()
-    quiet = torch.from_numpy(s.numpy() < tol)
-    gen = torch.Generator().manual_seed(0)
-    rand = torch.rand(phase.shape, generator=gen) * (2 * math.pi)
-    phase = torch.where(quiet, rand, phase)
-    return torch.polar(torch.ones_like(phase), phase).unsqueeze(0)
+    return res
 
 
 if __name__ == "__main__":

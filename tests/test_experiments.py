@@ -127,3 +127,16 @@ def test_plcmos_filters_scores_each_version_of_every_file(tmp_path, capsys):
         assert len(vals) == 2 and all(1.0 <= v <= 5.0 for v in vals)
     assert len({round(v[0], 6) for v in scores.values()}) > 1  # the versions are scored apart
     assert "| low-pass 7 kHz |" in capsys.readouterr().out
+
+
+def test_copy_synthesis_screen_scores_its_variants(tmp_path):
+    from audiomae.audio import save_audio
+
+    for i in range(2):
+        save_audio(tmp_path / f"s{i}.wav", voiced(1.2, f0=120.0 + 40 * i, seed=i))
+    res = _script("copy_synthesis_screen").main(
+        ["--data-dir", str(tmp_path), "--files", "2", "--iters", "2", "--inversion",
+         "--variants", "nnls30", "flat30_heap_dc1", "library"]
+    )  # fmt: skip
+    assert set(res) == {"nnls30", "flat30_heap_dc1", "library"}
+    assert all(len(r["pesq"]) == 2 and np.isfinite(r["pesq"]).all() for r in res.values())
