@@ -24,6 +24,9 @@ CONFIGS = RECIPES / "configs"
 
 
 def _run(cwd: Path, script: str, *args: str, timeout: float = 600) -> str:
+    # The configs name the project's data relative to the working directory; from a test's own
+    # folder it is never there, so no test depends on a checkout's neighbours.
+    assert not (cwd.parent / "shared").exists(), f"{cwd.parent / 'shared'} exists: run from an empty folder"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(RECIPES / script), *args],
