@@ -298,6 +298,12 @@ def regular_file(path: str | os.PathLike, what: str, max_bytes: int | None = Non
     return st.st_size
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name if it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, as 64 lowercase hex digits."""
     import hashlib

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audiomae.audio import atomic_write, file_sha256, regular_file
+from audiomae.audio import atomic_write, file_sha256, first_line, regular_file
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -205,7 +205,7 @@ def _check_against_weights(info: CheckpointInfo) -> None:
     except _TooLarge as exc:
         raise ValueError(f"{path}: the config describes a model larger than {WEIGHTS_NAME} ({exc})") from None
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ArithmeticError) as exc:
-        raise ValueError(f"{path}: the config does not describe a model ({_one_line(exc)})") from exc
+        raise ValueError(f"{path}: the config does not describe a model ({first_line(exc)})") from exc
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(want) - set(info.tensors))
     unexpected = sorted(set(info.tensors) - set(want))
@@ -255,11 +255,6 @@ def _bounded_build(max_elements: int, max_tensors: int):
             h.remove()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def load_checkpoint(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu", require_checksum: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -277,7 +272,7 @@ def _read_tensors(info: CheckpointInfo, map_location) -> dict[str, torch.Tensor]
     try:
         tensors = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{weights}: corrupt weights file ({_one_line(exc)})") from exc
+        raise ValueError(f"{weights}: corrupt weights file ({first_line(exc)})") from exc
     for name, t in tensors.items():
         if t.is_floating_point() and t.numel() and not bool(t.abs().max() <= MAX_ABS_WEIGHT):
             raise ValueError(
@@ -310,7 +305,7 @@ def load_model(
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:  # inspect_checkpoint compared shapes; dtypes or the like remain
-        raise ValueError(f"{info.directory}: weights do not load ({_one_line(exc)})") from exc
+        raise ValueError(f"{info.directory}: weights do not load ({first_line(exc)})") from exc
     return model.to(map_location).eval()
 
 

@@ -11,6 +11,11 @@ from audiomae import audio
 MAX_SAMPLE_RATE = 384_000
 MAX_N_FFT = 8192
 FRONTENDS = ("logmel", "kaldi")
+# ModelConfig's sizes: whole numbers of at least one (dec_depth: at least zero).
+_SIZES = (
+    "n_mels", "max_frames", "patch_f", "patch_t",
+    "enc_dim", "enc_depth", "enc_heads", "dec_dim", "dec_depth", "dec_heads",
+)  # fmt: skip
 POS_EMBEDS = ("sincos", "stored")
 
 
@@ -138,13 +143,10 @@ class ModelConfig:
     final_norm: bool = True
 
     def __post_init__(self) -> None:
-        sizes = {k: getattr(self, k) for k in ("n_mels", "max_frames", "patch_f", "patch_t")}
-        sizes.update({k: getattr(self, k) for k in ("enc_dim", "enc_depth", "enc_heads", "dec_dim")})
-        sizes.update({k: getattr(self, k) for k in ("dec_depth", "dec_heads")})
-        bad = [k for k, v in sizes.items() if v < (0 if k == "dec_depth" else 1)]
-        if bad:
-            low = 0 if bad[0] == "dec_depth" else 1
-            raise ValueError(f"{bad[0]} must be at least {low}, got {sizes[bad[0]]}")
+        for name in _SIZES:
+            low = 0 if name == "dec_depth" else 1  # dec_depth 0: an encoder without a decoder
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
         if not 0 < self.norm_eps <= 0.1:

@@ -87,6 +87,9 @@ def load_plc_model(directory: str | os.PathLike, threads: int = 1) -> Any:
     expected = "a PLC model checkpoint (save_pretrained) or ONNX export (audiomae export)"
     if not config.is_file():
         raise ValueError(f"{path}: not {expected}: no config.json")
+    from audiomae.audio import regular_file
+
+    regular_file(config, "model config", 4 << 20)  # bounded before it is read
     try:
         kind = json.loads(config.read_text()).get("kind")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
@@ -218,12 +221,6 @@ def model_ref(model, backend: str | None, int8: bool) -> tuple[str, ModelRef]:
     )
 
 
-def backend_model(model, backend: str | None, int8: bool):
-    """(backend, model) for a concealer, loaded: :func:`model_ref`'s model."""
-    backend, ref = model_ref(model, backend, int8)
-    return backend, ref.get()
-
-
 def is_residual(model) -> bool:
     if hasattr(model, "residual"):  # an OnnxPLCModel says so itself
         return bool(model.residual)
@@ -239,7 +236,6 @@ __all__ = [
     "ModelSpec",
     "TORCH_PLC_KINDS",
     "as_plc_model",
-    "backend_model",
     "default_backend",
     "int8_copy",
     "is_residual",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiomae.audio import file_sha256, regular_file
+from audiomae.audio import file_sha256, first_line, regular_file
 from audiomae.config import (
     FeatureConfig,
     ModelConfig,
@@ -57,7 +57,7 @@ def read_export_config(directory: str | os.PathLike) -> dict:
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"{path}: corrupt export config ({_first_line(exc)})") from exc
+        raise ValueError(f"{path}: corrupt export config ({first_line(exc)})") from exc
     if not isinstance(config, dict) or config.get("kind") != "onnx_plc":
         kind = config.get("kind") if isinstance(config, dict) else None
         torch_kinds = ("audiomae", "residual_plc")
@@ -73,11 +73,6 @@ def read_export_config(directory: str | os.PathLike) -> dict:
         )
     _check_sections(config, path)
     return config
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _check_sections(config: dict, path: Path) -> None:
