@@ -20,7 +20,7 @@ from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, check_outputs, load_
 from audiomae.eval.metrics import lsd_lost, pesq_wb, plcmos, stoi
 from audiomae.eval.report import benchmark_page_files, benchmark_page_writes, example_folders
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets
-from audiomae.plc.base import ablations, baseline_methods
+from audiomae.plc.base import ablations, baseline_methods, check_model_taken
 
 METRICS = ("pesq", "stoi", "plcmos", "lsd_lost")
 COLUMNS = ("file", "condition", "method", "seconds", "loss_rate", *METRICS, "ms_per_packet", "notes")
@@ -47,12 +47,10 @@ def _check_methods(methods: Sequence[str], model=None) -> None:
 
 
 def _model_option(method: str, model) -> dict:
-    """``{"model": ...}`` for a method that runs a model when one is given, else nothing."""
-    from audiomae.plc.base import method_info
+    """:func:`~audiomae.plc.base.model_option`, a model directory loaded once per process."""
+    from audiomae.plc.base import model_option
 
-    if model is None or not method_info(method).takes_model:
-        return {}
-    return {"model": _loaded(model) if isinstance(model, (str, os.PathLike)) else model}
+    return model_option(method, _loaded(model) if isinstance(model, (str, os.PathLike)) else model)
 
 
 @functools.lru_cache(maxsize=2)
@@ -107,11 +105,7 @@ def run_plc_benchmark(
     if not conditions:
         raise ValueError("no loss conditions")
     specs = {c: as_loss_spec(c) for c in conditions}  # bad names fail here, before any work
-    if model is not None:
-        from audiomae.plc.base import method_info
-
-        if not any(method_info(m).takes_model for m in methods):
-            raise ValueError(f"a model was given but none of the methods {', '.join(methods)} runs one")
+    check_model_taken(methods, model)
     _check_methods(methods, model)
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")

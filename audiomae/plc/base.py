@@ -358,6 +358,18 @@ def methods_help() -> str:
     return ", ".join(listed_methods()) + (f" ({needs})" if needs else "")
 
 
+def model_option(method: str, model) -> dict:
+    """``{"model": model}`` for a method that runs one when one is given, else nothing: the
+    keywords to build ``method`` with for a run that gives every method the same model."""
+    return {"model": model} if model is not None and method_info(method).takes_model else {}
+
+
+def check_model_taken(methods, model) -> None:
+    """ValueError where a model is given but none of ``methods`` runs one."""
+    if model is not None and not any(method_info(m).takes_model for m in methods):
+        raise ValueError(f"a model was given but none of the methods {', '.join(methods)} runs one")
+
+
 def make_concealer(name: str, **kwargs) -> StreamingConcealer:
     """Build a fresh concealer by registered name (``zero``, ``g711``, ``opus``, ``opus-fec``, ``mae``...)."""
     factory = method_info(name).factory

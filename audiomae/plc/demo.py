@@ -21,7 +21,7 @@ from audiomae.audio import (
     write_all,
 )
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, loss_rate, n_packets, trace_text
-from audiomae.plc.base import listed_methods
+from audiomae.plc.base import check_model_taken, listed_methods, model_option
 
 DEFAULT_METHODS = tuple(listed_methods("demo"))  # the methods registered for the demo's list
 
@@ -55,17 +55,11 @@ def available(methods: tuple[str, ...] | list[str], model=None) -> tuple[list[st
     ok, skipped = [], {}
     for m in methods:
         try:
-            make_concealer(m, **_model_option(m, model))
+            make_concealer(m, **model_option(m, model))
             ok.append(m)
         except (ValueError, ImportError, FileNotFoundError) as exc:
             skipped[m] = str(exc)
     return ok, skipped
-
-
-def _model_option(method: str, model) -> dict:
-    from audiomae.plc.base import method_info
-
-    return {"model": model} if model is not None and method_info(method).takes_model else {}
 
 
 def run_demo(
@@ -95,11 +89,9 @@ def run_demo(
     if not methods:
         raise ValueError("no methods to run")
     if model is not None:
-        from audiomae.plc.base import method_info
         from audiomae.plc.models import as_plc_model
 
-        if not any(method_info(m).takes_model for m in methods):
-            raise ValueError(f"a model was given but none of the methods {', '.join(methods)} runs one")
+        check_model_taken(methods, model)
         model = as_plc_model(model)
     runnable, skipped = available(list(methods), model)
     if not runnable:
@@ -126,7 +118,7 @@ def run_demo(
         print(f"skipping {m}: {why}")
     outputs: dict[str, np.ndarray] = {}
     for m in tqdm(runnable, desc="concealing", unit="method", disable=not progress):
-        outputs[m] = conceal(lossy, lost, m, clean=clean, **_model_option(m, model))
+        outputs[m] = conceal(lossy, lost, m, clean=clean, **model_option(m, model))
 
     rows: dict[str, dict[str, float]] = {}
     if metrics:
