@@ -59,13 +59,21 @@ N_MFCC = 20
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/fsdd", help="FSDD folder ({digit}_{speaker}_{take}.wav)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for fsdd.md / .json / _confusion.png")
+    add_run_args(p)
+    p.add_argument("--clip-seconds", type=float, default=0.8)
+    p.add_argument("--folds", nargs="+", default=None, help="test speakers (default: all)")
+    return p.parse_args(argv)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The encoder, budget, augmentation and runner options (shared by speaker_id_experiment.py)."""
     p.add_argument(
         "--encoder", default="audiomae/assets/mae_tiny_speech", help="pretrained AudioMAE checkpoint"
     )
     p.add_argument(
         "--random-encoder", action="store_true", help="stand in a random tiny encoder for the pretrained one"
     )
-    p.add_argument("--out", default="benchmarks/results", help="folder for fsdd.md / .json / _confusion.png")
     p.add_argument("--steps", type=int, default=1200, help="optimiser steps per run (every setting)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--warmup", type=int, default=60)
@@ -73,10 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-finetune", type=float, default=4e-3)
     p.add_argument("--lr-probe", type=float, default=1e-2)
     p.add_argument("--layer-decay", type=float, default=0.75)
-    p.add_argument("--clip-seconds", type=float, default=0.8)
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--folds", nargs="+", default=None, help="test speakers (default: all)")
     p.add_argument("--mask-time", type=float, default=0.25)
     p.add_argument("--mask-freq", type=float, default=0.2)
     p.add_argument("--mixup", type=float, default=0.0)
@@ -99,7 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes of --threads each)")
     p.add_argument("--threads", type=int, default=1)
-    return p.parse_args(argv)
 
 
 def load_encoder(args) -> AudioMAE:
@@ -139,14 +144,14 @@ def mfcc_stats(raw: torch.Tensor, segments: int = 5) -> np.ndarray:
     return np.array(out)
 
 
-def mfcc_baseline(raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: int):
-    """The classic baseline: standardised MFCC statistics, multinomial logistic regression
-    (scikit-learn); returns (accuracy, confusion)."""
+def mfcc_baseline(raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: int, features=mfcc_stats):
+    """The classic baseline: standardised MFCC statistics (``features(raw)``, one row per clip),
+    multinomial logistic regression (scikit-learn); returns (accuracy, confusion)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = mfcc_stats(raw)
+    x = features(raw)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
     clf.fit(x[tr_idx.numpy()], y[tr_idx].numpy())
     pred = clf.predict(x[te_idx.numpy()])
@@ -242,22 +247,10 @@ def run_item(item):
 
 
 def load_features(args, pretrained: AudioMAE):
-    """(raw log-mels (N, F, T), LabelSet) of every FSDD clip, from ``args.cache`` when it exists.
-
-    The cache holds file names, the clip length and the feature config; a cache made with
-    other settings is an error rather than silently reused."""
-    fcfg = json.dumps(dataclasses.asdict(pretrained.feature_cfg), sort_keys=True)
-    cache = Path(args.cache) if args.cache else None
-    if cache is not None and cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            stale = {"names", "classes", "raw", "features", "clip_seconds"} - set(z.files)
-            if stale or str(z["features"]) != fcfg or float(z["clip_seconds"]) != args.clip_seconds:
-                raise ValueError(
-                    f"{cache}: made by another version or with other features or clip length; "
-                    "delete it or pass another --cache"
-                )
-            names, raw = [str(n) for n in z["names"]], torch.from_numpy(z["raw"].astype(np.float32))
-            classes = tuple(str(c) for c in z["classes"])
+    """(raw log-mels (N, F, T), LabelSet) of every FSDD clip, from ``args.cache`` when it exists."""
+    cached = read_cache(args, pretrained)
+    if cached is not None:
+        names, classes, raw = cached
         regex = pattern_regex(FSDD_PATTERN)
         clips = []
         for name in names:
@@ -267,13 +260,44 @@ def load_features(args, pretrained: AudioMAE):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # README or stray files in the data folder
         full = from_pattern(args.data, FSDD_PATTERN, label="digit")
-    waves, full = load_clips(full, args.clip_seconds, pretrained.feature_cfg.sample_rate)
+    return clip_log_mels(args, pretrained, full, lambda c: c.path.name)
+
+
+def _feature_key(pretrained: AudioMAE) -> str:
+    return json.dumps(dataclasses.asdict(pretrained.feature_cfg), sort_keys=True)
+
+
+def read_cache(args, pretrained: AudioMAE):
+    """(clip names, classes, raw log-mels) from ``args.cache``, or None when there is none yet.
+
+    The cache holds file names, the clip length and the feature config; a cache made with
+    other settings is an error rather than silently reused."""
+    cache = Path(args.cache) if args.cache else None
+    if cache is None or not cache.exists():
+        return None
+    with np.load(cache, allow_pickle=False) as z:
+        stale = {"names", "classes", "raw", "features", "clip_seconds"} - set(z.files)
+        fcfg = _feature_key(pretrained)
+        if stale or str(z["features"]) != fcfg or float(z["clip_seconds"]) != args.clip_seconds:
+            raise ValueError(
+                f"{cache}: made by another version or with other features or clip length; "
+                "delete it or pass another --cache"
+            )
+        names, raw = [str(n) for n in z["names"]], torch.from_numpy(z["raw"].astype(np.float32))
+        return names, tuple(str(c) for c in z["classes"]), raw
+
+
+def clip_log_mels(args, pretrained: AudioMAE, labels: LabelSet, name):
+    """(raw log-mels (N, F, T), the clips that loaded) of ``labels`` centred in ``args.clip_seconds``;
+    written to ``args.cache`` (when given) under ``name(clip)`` for :func:`read_cache`."""
+    waves, full = load_clips(labels, args.clip_seconds, pretrained.feature_cfg.sample_rate)
     raw = log_mels(waves, pretrained.feature_cfg, progress=True)
-    if cache is not None:
-        names = np.array([c.path.name for c in full.clips])
+    if args.cache:
+        cache = Path(args.cache)
+        names = np.array([name(c) for c in full.clips])
         # float16 keeps 3 significant digits of natural-log mel power: far below the augmentation noise.
         arrays = dict(names=names, classes=np.array(full.classes), raw=raw.numpy().astype(np.float16))
-        arrays["features"] = np.array(fcfg)
+        arrays["features"] = np.array(_feature_key(pretrained))
         arrays["clip_seconds"] = np.array(args.clip_seconds)
         cache.parent.mkdir(parents=True, exist_ok=True)
 
@@ -320,49 +344,67 @@ def confusion_png(conf: np.ndarray, labels, title: str, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    pretrained = load_encoder(args)
-    raw, full = load_features(args, pretrained)
-    y = full.targets()
-    speakers = sorted(set(full.column("speaker")))
-    folds = args.folds or speakers
-    print(
-        f"{len(full)} clips, speakers {speakers}; log-mel {tuple(raw.shape)} in "
-        f"{time.perf_counter() - t_start:.0f} s; encoder "
+def describe_encoder(args, pretrained: AudioMAE) -> str:
+    return (
         f"{'random (stand-in)' if args.random_encoder else args.encoder} "
         f"({sum(p.numel() for p in pretrained.parameters()) / 1e6:.2f} M params incl. decoder)"
     )
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    confusions: dict[str, np.ndarray] = {}
+
+
+def set_state(args, pretrained: AudioMAE, raw: torch.Tensor, full: LabelSet) -> None:
+    """Fill ``_STATE`` for :func:`train_one` (before any worker forks)."""
     if "probe" in args.settings:
         # The frozen encoder's pooled features are the same for every fold: compute them once.
         probe = AudioClassifier(
             pretrained, len(full.classes), mode="linear_probe", level_norm=args.level_norm
         )
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
-    _STATE.update(args=args, pretrained=pretrained, raw=raw, y=y, full=full, n_classes=len(full.classes))
-    plan = [(args, s, f, spk) for s in args.settings for f in args.fractions for spk in folds]
-    # Heavy runs first so that parallel workers finish together.
-    plan.sort(key=lambda p: (p[1] == "probe", -p[2]))
+    _STATE.update(
+        args=args, pretrained=pretrained, raw=raw, y=full.targets(), full=full, n_classes=len(full.classes)
+    )
+
+
+def run_plan(plan, worker, jobs: int):
+    """Run ``worker(item)`` for every item of ``plan`` (``jobs`` forked processes when > 1);
+    returns (results {"setting@fraction": {fold: acc}}, confusions {"setting@fraction": summed})."""
     from tqdm import tqdm
 
+    results: dict[str, dict[str, float]] = {}
+    confusions: dict[str, np.ndarray] = {}
+    # Heavy runs first so that parallel workers finish together.
+    plan = sorted(plan, key=lambda p: (p[1] == "probe", -p[2]))
     bar = tqdm(total=len(plan), desc="runs")
-    if args.jobs > 1:
+    if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # fork: workers inherit the loaded data instead of re-reading 2,500 files each.
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
-            outcomes = pool.map(run_item, plan)
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+            outcomes = pool.map(worker, plan)
             for outcome in outcomes:
                 _collect(outcome, results, confusions, bar)
     else:
         for item in plan:
-            _collect(run_item(item), results, confusions, bar)
+            _collect(worker(item), results, confusions, bar)
     bar.close()
+    return results, confusions
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    pretrained = load_encoder(args)
+    raw, full = load_features(args, pretrained)
+    speakers = sorted(set(full.column("speaker")))
+    folds = args.folds or speakers
+    print(
+        f"{len(full)} clips, speakers {speakers}; log-mel {tuple(raw.shape)} in "
+        f"{time.perf_counter() - t_start:.0f} s; encoder {describe_encoder(args, pretrained)}"
+    )
+    set_state(args, pretrained, raw, full)
+    plan = [(args, s, f, spk) for s in args.settings for f in args.fractions for spk in folds]
+    results, confusions = run_plan(plan, run_item, args.jobs)
     total = time.perf_counter() - t_start
 
     out = Path(args.out)
@@ -389,7 +431,10 @@ def main(argv=None) -> dict:
     return payload
 
 
-def render_markdown(args, summary, folds, total, argv) -> str:
+def settings_table(
+    args, summary, cell=lambda r: f"{r['mean']:.1%} ± {r['std']:.1%}", names=SETTINGS
+) -> list[str]:
+    """Markdown rows: one per setting (named by ``names``), one column per label fraction."""
     fracs = args.fractions
     lines = [
         "| setting | " + " | ".join(f"{f:.0%} labels" for f in fracs) + " |",
@@ -399,12 +444,33 @@ def render_markdown(args, summary, folds, total, argv) -> str:
         cells = []
         for f in fracs:
             r = summary.get(f"{s}@{f:g}")
-            cells.append(f"{r['mean']:.1%} ± {r['std']:.1%}" if r else "n/a")
-        lines.append(f"| {SETTINGS[s]} | " + " | ".join(cells) + " |")
+            cells.append(cell(r) if r else "n/a")
+        lines.append(f"| {names[s]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def training_text(args, clips: str) -> str:
+    """The report's sentences on the budget, ``clips`` (how clips were cut) and augmentation."""
+    return (
+        f"Equal budget for every setting: {args.steps} AdamW steps of batch "
+        f"{args.batch_size}, {args.warmup} warm-up steps then cosine; lr scratch {args.lr_scratch:g}, "
+        f"fine-tune {args.lr_finetune:g} (layer decay {args.layer_decay:g}), probe {args.lr_probe:g}. "
+        f"{clips} Fine-tune and scratch use "
+        f"SpecAugment ({args.time_masks} time band(s) <= 6 frames, {args.freq_masks} mel band(s) "
+        "<= 8 bins), random shift <= 5 frames, "
+        f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
+        f"gain <= {args.gain:g}, and structured patch masking "
+        f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}"
+        f"{'; clip level normalised' if args.level_norm else ''}. "
+        "Label fractions below 100% are drawn stratified per class."
+    )
+
+
+def render_markdown(args, summary, folds, total, argv) -> str:
+    lines = settings_table(args, summary)
     per_fold = ["| run | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
     for key, r in summary.items():
         per_fold.append(f"| {key} | " + " | ".join(f"{r['folds'][spk]:.1%}" for spk in folds) + " |")
-    cmd = "python benchmarks/fsdd_experiment.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     encoder = "a random tiny encoder (stand-in)" if args.random_encoder else f"`{args.encoder}`"
     return "\n".join(
         [
@@ -412,17 +478,8 @@ def render_markdown(args, summary, folds, total, argv) -> str:
             "",
             f"Leave-one-speaker-out over {len(folds)} speakers (train on the others, test on the held-out "
             "one), mean ± std of test accuracy over folds. Pretrained encoder: "
-            f"{encoder}. Equal budget for every setting: {args.steps} AdamW steps of batch "
-            f"{args.batch_size}, {args.warmup} warm-up steps then cosine; lr scratch {args.lr_scratch:g}, "
-            f"fine-tune {args.lr_finetune:g} (layer decay {args.layer_decay:g}), probe {args.lr_probe:g}. "
-            f"Clips resampled 8 -> 16 kHz, centred in {args.clip_seconds:g} s. Fine-tune and scratch use "
-            f"SpecAugment ({args.time_masks} time band(s) <= 6 frames, {args.freq_masks} mel band(s) "
-            "<= 8 bins), random shift <= 5 frames, "
-            f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
-            f"gain <= {args.gain:g}, and structured patch masking "
-            f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}"
-            f"{'; clip level normalised' if args.level_norm else ''}. "
-            "Label fractions below 100% are drawn stratified per class.",
+            f"{encoder}. "
+            + training_text(args, f"Clips resampled 8 -> 16 kHz, centred in {args.clip_seconds:g} s."),
             "",
             *lines,
             "",
@@ -430,14 +487,22 @@ def render_markdown(args, summary, folds, total, argv) -> str:
             "",
             *per_fold,
             "",
-            f"Total time {total / 60:.1f} min on this machine ({args.threads} threads).",
-            "",
-            "```",
-            cmd,
-            "```",
-            "",
+            *report_footer(args, total, argv, "fsdd_experiment.py"),
         ]
     )
+
+
+def report_footer(args, total: float, argv, script: str) -> list[str]:
+    """The report's last lines: time taken and the command that made it."""
+    cmd = f"python benchmarks/{script} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    return [
+        f"Total time {total / 60:.1f} min on this machine ({args.threads} threads).",
+        "",
+        "```",
+        cmd,
+        "```",
+        "",
+    ]
 
 
 if __name__ == "__main__":

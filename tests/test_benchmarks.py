@@ -158,3 +158,30 @@ def test_fuzz_reports_failures(capsys):
     # Every pattern loses at least one packet of the 2 s signals but "burst" ones may not: count.
     failures = fz.fuzz(6, 0, [Broken()], out=out)
     assert failures >= 4 and out.getvalue().count("RuntimeError: cannot conceal") == failures
+
+
+def test_speaker_id_experiment_runs_on_a_manifest(tmp_path):
+    data = tmp_path / "speech"
+    write_synthetic_dataset(data / "corpus" / "test", classes=2, speakers=3, takes=2, seconds=0.3)
+    rows = ["path\tspeaker\tduration_s\tsplit"]
+    for wav in sorted((data / "corpus" / "test").glob("*.wav")):
+        rows.append(f"corpus/test/{wav.name}\t{wav.name.split('_')[1]}\t0.3\ttest")
+    rows.append("corpus/train/x.wav\tother\t1.0\ttrain")  # another split: not read
+    (data / "MANIFEST.tsv").write_text("\r\n".join(rows) + "\r\n")
+    out = tmp_path / "out"
+    cache = tmp_path / "cache.npz"
+    common = ["--manifest", str(data / "MANIFEST.tsv"), "--corpus", "corpus", "--random-encoder",
+              "--steps", "2", "--warmup", "1", "--batch-size", "2", "--clip-seconds", "0.4",
+              "--cache", str(cache), "--fractions", "1.0", "0.5"]  # fmt: skip
+    payload = _script("speaker_id_experiment").main([*common, "--out", str(out)])
+    assert set(payload["results"]) == {
+        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc") for f in ("1", "0.5")
+    }
+    assert payload["speakers"] == 3 and payload["clips"]["train"] == payload["clips"]["test"] == 6
+    assert payload["clips"]["train@0.5"] == 3  # one per speaker
+    md = (out / "speaker_id.md").read_text()
+    assert "(c) fine-tune, pretrained" in md and "--random-encoder" in md
+    again = _script("speaker_id_experiment").main(
+        [*common, "--out", str(tmp_path / "b"), "--settings", "mfcc"]
+    )
+    assert again["results"]["mfcc@1"] == payload["results"]["mfcc@1"]  # from the cache
