@@ -37,20 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from tuning_set import add_tuning_set_args, tuning_files  # noqa: E402
 
-from audiomae.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, load_audio  # noqa: E402
 from audiomae.eval.metrics import pesq_wb, plcmos  # noqa: E402
 from audiomae.eval.plc_benchmark import trace_seed  # noqa: E402
 from audiomae.loss_models import apply_loss, as_loss_spec, draw_loss, n_packets  # noqa: E402
 from audiomae.plc import conceal  # noqa: E402
+from audiomae.plc.dsp import lpc_inverse_filter, lpc_source  # noqa: E402
 from audiomae.plc.mae import (  # noqa: E402
     LPC_DEFAULTS,
+    LPC_ORDER,
     ConcealerConfig,
     ConcealerHooks,
     MAEConcealer,
     PitchGuidedRenderer,
     load_default_plc_model,
 )
-from audiomae.plc.params import FrameParams, extract_params  # noqa: E402
+from audiomae.plc.params import FrameParams, extract_params, shape_frames  # noqa: E402
 
 MODES = {"lpc": 0, "la1": 1, "la2": 2}  # lookahead in packets
 # variant: the parameters given to the continuation (None: the log-mel oracle); "vuv" gives only
@@ -69,7 +71,20 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     "pitch+bands": ("period", "band_db"),
     "pitch+vuv+bands": ("period", "vuv", "band_db"),
     "logmel": None,
+    # The clean signal's own excitation (its LPC residual, whitened frame by frame) through the
+    # continuation's synthesis filter, which keeps the envelope of the last 30 ms played:
+    # "excitation" as it is (its pitch, voicing and level), "excitation-fine" at the power the
+    # continuation's own excitation has in each 10 ms frame (only the pulse and noise pattern),
+    # "excitation+bands" then shaped to the clean band energies (nearly the clean signal).
+    "excitation": ("excitation",),
+    "excitation-fine": ("excitation", "fine"),
+    "excitation+bands": ("excitation", "band_db"),
+    # The same with the concealer's fade switched off: every lost packet at full level.
+    "bands-nofade": ("band_db",),
+    "excitation+bands-nofade": ("excitation", "band_db"),
+    "lpc-nofade": (),
 }
+NO_FADE = {"full_level_packets": 10**6}
 MAX_SECONDS = 10.0
 PARAMS_VERSION = 1  # bump when extract_params changes what it measures
 
@@ -101,8 +116,72 @@ class OracleParamHooks(ConcealerHooks):
         return self.frontend(torch.from_numpy(true).unsqueeze(0))
 
 
+def clean_excitation(clean: np.ndarray, hop: int = 160, analysis: int = 480) -> np.ndarray:
+    """The LPC residual of ``clean``: each 10 ms block filtered by the analysis filter fitted
+    around it (``analysis`` samples centred on the block), the filter's state carried across."""
+    from scipy.signal import lfilter
+
+    x = np.asarray(clean, dtype=np.float64)
+    out = np.zeros_like(x)
+    state = np.zeros(LPC_ORDER)
+    for b in range(0, x.size, hop):
+        lo = max(0, b + hop // 2 - analysis // 2)
+        inverse = lpc_inverse_filter(x[: lo + analysis], LPC_ORDER, analysis, SAMPLE_RATE)
+        if inverse is None:
+            inverse = np.concatenate([[1.0], np.zeros(LPC_ORDER)])
+        out[b : b + hop], state = lfilter(inverse, [1.0], x[b : b + hop], zi=state)
+    return out
+
+
+class ExcitationOracle(MAEConcealer):
+    """The ``lpc`` concealer whose continuation is driven by the clean excitation (``VARIANTS``)."""
+
+    def __init__(self, excitation: np.ndarray, fine: bool, bands: FrameParams | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.excitation, self.fine, self.bands = excitation, fine, bands
+
+    def _continuation(self, n: int) -> np.ndarray:
+        from scipy.signal import lfilter
+
+        s = self.state
+        if s.cont is not None and s.cont.size >= n:
+            return s.cont[:n]
+        own = super()._continuation(n)  # the concealer's continuation (fills s.cont)
+        size, start = s.cont.size, self.emit_index * SAMPLES_PER_PACKET
+        source = lpc_source(s.played, self._last_cycle().size, LPC_ORDER, 480, SAMPLE_RATE)
+        if source is None:
+            return own
+        inverse, _, state, _ = source
+        e = np.zeros(size)
+        seg = self.excitation[start : start + size]
+        e[: seg.size] = seg
+        if self.fine:  # the power of the continuation's own excitation, frame by frame
+            mine = lfilter(inverse, [1.0], np.concatenate([s.played, s.cont]))[-size:]
+            hop = SAMPLE_RATE // 100
+            frames = np.arange(0, size, hop)
+            p_mine = np.array([mine[f : f + hop] @ mine[f : f + hop] for f in frames])
+            p_true = np.array([e[f : f + hop] @ e[f : f + hop] for f in frames]) + 1e-12
+            gain = np.sqrt(p_mine / p_true)
+            e *= np.interp(np.arange(size), frames + hop / 2, gain)
+        out, _ = lfilter([1.0], inverse, e, zi=state)
+        out = out.astype(np.float32)
+        if self.bands is not None:
+            out = shape_frames(s.played, out, self.bands, start)
+        s.cont = out
+        return s.cont[:n]
+
+
 def make_concealer(variant: str, lookahead: int, params: FrameParams, clean: np.ndarray) -> MAEConcealer:
     fields = VARIANTS[variant]
+    config = ConcealerConfig(**(LPC_DEFAULTS | (NO_FADE if variant.endswith("-nofade") else {})))
+    if fields is not None and "excitation" in fields:
+        return ExcitationOracle(
+            clean_excitation(clean),
+            fine="fine" in fields,
+            bands=params.only("band_db") if "band_db" in fields else None,
+            lookahead=lookahead,
+            config=config,
+        )
     if fields is None:  # the clean log-mel, trusted fully
         features = load_default_plc_model().feature_cfg
         return MAEConcealer(
@@ -115,7 +194,7 @@ def make_concealer(variant: str, lookahead: int, params: FrameParams, clean: np.
         params = dataclasses.replace(params, cutoff=np.where(np.isfinite(params.period), np.nan, 0.0))
         fields = tuple("cutoff" if f == "vuv" else f for f in fields)
     hooks = OracleParamHooks(params.only(*fields)) if fields else None
-    return MAEConcealer(lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks)
+    return MAEConcealer(lookahead=lookahead, config=config, hooks=hooks)
 
 
 def file_params(file: Path, clean: np.ndarray, out: Path) -> FrameParams:

@@ -89,7 +89,7 @@ def lpc_source(history: np.ndarray, period: int, order: int, analysis: int, samp
     h = np.asarray(history, dtype=np.float64)
     if not 0 < period <= h.size - order:
         raise ValueError(f"need a period in (0, {h.size - order}] samples for this history, got {period}")
-    inverse = _lpc_inverse_filter(h, order, analysis, sample_rate)
+    inverse = lpc_inverse_filter(h, order, analysis, sample_rate)
     if inverse is None:
         return None
     residual = lfilter(inverse, [1.0], h)
@@ -143,7 +143,7 @@ def lpc_continuation(
     return out.astype(np.float32)
 
 
-def _lpc_inverse_filter(h: np.ndarray, order: int, analysis: int, sample_rate: int) -> np.ndarray | None:
+def lpc_inverse_filter(h: np.ndarray, order: int, analysis: int, sample_rate: int) -> np.ndarray | None:
     """The LPC analysis filter ``[1, -a1, ..., -a_order]`` of the last ``analysis`` samples of
     ``h``, or None where they are silent."""
     from scipy.linalg import solve_toeplitz
@@ -189,6 +189,7 @@ __all__ = [
     "highpass_taps",
     "linear_crossfade",
     "lpc_continuation",
+    "lpc_inverse_filter",
     "period_near",
     "raised_cosine",
 ]
