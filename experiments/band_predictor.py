@@ -171,17 +171,18 @@ def train(args) -> None:
     (out / "config.json").write_text(json.dumps({"n_in": x.shape[1], "hidden": args.hidden, "steps": step}))
 
 
-def split(out):
+def split(out, ahead: int = AHEAD):
+    """(location, scale) of the Laplace distributions in a network output ``(N, ahead * 18 * 2)``."""
     import torch
 
-    mu, log_b = out.view(-1, AHEAD, 18, 2).unbind(-1)
+    mu, log_b = out.view(-1, ahead, 18, 2).unbind(-1)
     return mu, torch.nn.functional.softplus(log_b) + 0.1
 
 
-def laplace_nll(out, y):
+def laplace_nll(out, y, ahead: int = AHEAD):
     import torch
 
-    mu, b = split(out)
+    mu, b = split(out, ahead)
     return ((y - mu).abs() / b + torch.log(b)).mean()
 
 

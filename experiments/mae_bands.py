@@ -1,7 +1,7 @@
 """Does the MAE's prediction of the fine band energies help the continuation?
 
     python experiments/mae_bands.py [--files 13] [--trust 0.25 0.5 1.0] [--out runs/mae_bands]
-        [--learned runs/band_predictor --alpha 0.5 1 1f] [--report]
+        [--learned runs/band_predictor --alpha 0.5 1 1f] [--forecast runs/band_forecast] [--report]
 
 ``oracle_params.py`` found that the clean signal's 18 band energies (Opus' band layout) given
 to the ``lpc`` continuation are worth +0.10 to +0.17 PLCMOS causally. Here the bands come from
@@ -66,7 +66,7 @@ class PredictedBands(ConcealerHooks):
         return FrameParams(band_db=10 * np.log10(bands.T), first=first, hop=hop, trust=trust)
 
 
-LEARNED: dict = {}  # --learned DIR: the band predictor's directory
+LEARNED: dict = {}  # --learned DIR / --forecast DIR: the band models' directories
 
 
 class InterpolatedBands(ConcealerHooks):
@@ -100,6 +100,14 @@ def make_concealer(variant, lookahead, params, clean) -> MAEConcealer:
         config = ConcealerConfig(**LPC_DEFAULTS)
         hooks.concealer = MAEConcealer(lookahead=lookahead, config=config, hooks=hooks)
         return hooks.concealer
+    if variant.startswith("forecast"):
+        from band_forecast import ForecastBands
+
+        hooks = ForecastBands(LEARNED["forecast"], alpha=float(variant.split("@")[1]))
+        hooks.concealer = MAEConcealer(
+            lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks
+        )
+        return hooks.concealer
     if variant.startswith("learned"):
         from band_predictor import LearnedBands
 
@@ -126,6 +134,7 @@ def main() -> None:
     ap.add_argument("--trust", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--out", default="runs/mae_bands", help="results (resumable)")
     ap.add_argument("--learned", help="also run experiments/band_predictor.py's model in DIR")
+    ap.add_argument("--forecast", help="also run experiments/band_forecast.py's model in DIR")
     ap.add_argument(
         "--alpha", nargs="+", default=["0.5", "1"], help="its trusts (a trailing f: first lost packet only)"
     )
@@ -142,6 +151,9 @@ def main() -> None:
     if args.learned:
         LEARNED["dir"] = args.learned
         variants += [f"learned@{a}" for a in args.alpha]
+    if args.forecast:
+        LEARNED["forecast"] = args.forecast
+        variants += [f"forecast@{a}" for a in args.alpha]
     conditions, modes = args.conditions.split(","), ["lpc"]
     if args.interpolate:
         variants, modes = ["lpc", "interp"], ["la1", "la2"]
