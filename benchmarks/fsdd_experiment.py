@@ -52,6 +52,7 @@ SETTINGS = {
     "probe": "(b) linear probe, pretrained",
     "finetune": "(c) fine-tune, pretrained",
     "mfcc": "(d) 20 MFCCs (5 segments) + logistic regression, no encoder",
+    "layers": "(b2) linear probe on every encoder layer (5 segments x mel band) + logistic regression",
 }
 N_MFCC = 20
 
@@ -136,23 +137,64 @@ def mfcc_stats(raw: torch.Tensor, segments: int = 5) -> np.ndarray:
 
     out = []
     for mel in raw.double().numpy():
-        level = mel.max(0)
-        voiced = np.flatnonzero(level > level.max() - 8.0)
-        cep = dct(mel[:, voiced[0] : voiced[-1] + 1], type=2, axis=0, norm="ortho")[:N_MFCC]
-        parts = np.array_split(np.arange(cep.shape[1]), segments)
-        out.append(np.concatenate([cep[:, i].mean(-1) for i in parts] + [[cep.shape[1]]]))
+        parts = voiced_parts(mel, segments)
+        cep = dct(mel, type=2, axis=0, norm="ortho")[:N_MFCC]
+        out.append(np.concatenate([cep[:, i].mean(-1) for i in parts] + [[sum(p.size for p in parts)]]))
     return np.array(out)
 
 
-def mfcc_baseline(raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: int, features=mfcc_stats):
+def voiced_parts(mel: np.ndarray, segments: int) -> list[np.ndarray]:
+    """``segments`` equal parts of the frames of a raw log-mel ``(F, T)`` within 8 nepers of
+    its loudest (the clip's voiced span)."""
+    level = mel.max(0)
+    voiced = np.flatnonzero(level > level.max() - 8.0)
+    return np.array_split(np.arange(voiced[0], voiced[-1] + 1), segments)
+
+
+@torch.no_grad()
+def layer_stats(encoder: AudioMAE, raw: torch.Tensor, segments: int = 5, batch: int = 128) -> np.ndarray:
+    """(N, layers * segments * grid_f * enc_dim): the frozen encoder's tokens after each block,
+    averaged over the patch columns of ``segments`` equal parts of the clip's voiced span, kept
+    per mel band of patches. MAE papers probe intermediate layers; keeping the frequency rows
+    and the order of the parts keeps what a mean over all tokens loses (chosen on a validation
+    speaker inside the training voices of each fold: per band and 5 parts best in 4 of 5)."""
+    spec = fit_spectrogram(raw, encoder)
+    encoder.eval()
+    grid_t, grid_f = encoder.grid(spec[:1])
+    outs: list[torch.Tensor] = []
+    hooks = [blk.register_forward_hook(lambda m, i, o: outs.append(o)) for blk in encoder.encoder]
+    try:
+        rows = []
+        for i in range(0, len(spec), batch):
+            outs.clear()
+            encoder.encode(spec[i : i + batch])
+            tokens = torch.stack(outs, 1)  # (B, layers, grid_t * grid_f, D)
+            rows.append(tokens.view(*tokens.shape[:2], grid_t, grid_f, -1))
+    finally:
+        for h in hooks:
+            h.remove()
+    tokens = torch.cat(rows)
+    pt = encoder.cfg.patch_t
+    out = []
+    for mel, tok in zip(raw.numpy(), tokens):
+        parts = voiced_parts(mel[:, : grid_t * pt], segments)
+        cols = [np.unique(p // pt) if p.size else np.arange(grid_t) for p in parts]
+        out.append(torch.cat([tok[:, c].mean(1) for c in cols], -1).reshape(-1).numpy())
+    return np.array(out)
+
+
+def mfcc_baseline(
+    raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: int, features=mfcc_stats, c: float = 1.0
+):
     """The classic baseline: standardised MFCC statistics (``features(raw)``, one row per clip),
-    multinomial logistic regression (scikit-learn); returns (accuracy, confusion)."""
+    multinomial logistic regression (scikit-learn, inverse regularisation ``c``); returns
+    (accuracy, confusion)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x = features(raw)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
     clf.fit(x[tr_idx.numpy()], y[tr_idx].numpy())
     pred = clf.predict(x[te_idx.numpy()])
     conf = np.zeros((n_classes, n_classes), dtype=int)
@@ -163,8 +205,13 @@ def mfcc_baseline(raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: in
 def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr_idx, te_idx, workdir):
     """One run; returns (accuracy, confusion, seconds)."""
     t0 = time.perf_counter()
-    if setting == "mfcc":
-        acc, conf = mfcc_baseline(raw, y, tr_idx, te_idx, _STATE["n_classes"], args.seed)
+    if setting in ("mfcc", "layers"):
+        n = _STATE["n_classes"]
+        if setting == "mfcc":
+            acc, conf = mfcc_baseline(raw, y, tr_idx, te_idx, n, args.seed)
+        else:
+            feats = _STATE["layer_feats"]
+            acc, conf = mfcc_baseline(raw, y, tr_idx, te_idx, n, args.seed, features=lambda _: feats, c=0.1)
         return acc, conf, time.perf_counter() - t0
     steps = args.steps
     common = dict(
@@ -359,6 +406,8 @@ def set_state(args, pretrained: AudioMAE, raw: torch.Tensor, full: LabelSet) -> 
             pretrained, len(full.classes), mode="linear_probe", level_norm=args.level_norm
         )
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
+    if "layers" in args.settings:
+        _STATE["layer_feats"] = layer_stats(pretrained, raw)
     _STATE.update(
         args=args, pretrained=pretrained, raw=raw, y=full.targets(), full=full, n_classes=len(full.classes)
     )
