@@ -30,7 +30,7 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
          "--jobs", "1"]
     )  # fmt: skip
     assert set(payload["results"]) == {
-        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc") for f in ("1", "0.5")
+        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc", "layers") for f in ("1", "0.5")
     }
     for r in payload["results"].values():
         assert 0.0 <= r["folds"]["s1"] <= 1.0
@@ -175,7 +175,7 @@ def test_speaker_id_experiment_runs_on_a_manifest(tmp_path):
               "--cache", str(cache), "--fractions", "1.0", "0.5"]  # fmt: skip
     payload = _script("speaker_id_experiment").main([*common, "--out", str(out)])
     assert set(payload["results"]) == {
-        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc") for f in ("1", "0.5")
+        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc", "layers") for f in ("1", "0.5")
     }
     assert payload["speakers"] == 3 and payload["clips"]["train"] == payload["clips"]["test"] == 6
     assert payload["clips"]["train@0.5"] == 3  # one per speaker
