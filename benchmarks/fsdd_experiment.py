@@ -40,6 +40,7 @@ from audiomae.classify import (  # noqa: E402
     fit_spectrogram,
     log_mels,
 )
+from audiomae.classify.model import POOLINGS  # noqa: E402
 from audiomae.config import FeatureConfig, model_preset  # noqa: E402
 from audiomae.features import NormStats  # noqa: E402
 from audiomae.labels import Clip, LabelSet, from_pattern, load_clips, pattern_regex  # noqa: E402
@@ -96,6 +97,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freq-masks", type=int, default=1, help="SpecAugment mel bands (<= 8 bins each)")
     p.add_argument(
         "--level-norm", action="store_true", help="classifier shifts each clip's speech level to 0"
+    )
+    p.add_argument(
+        "--pooling", default="mean", choices=POOLINGS, help="the classifier's pooling (scratch, fine-tune)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (workers fork: CUDA-safe)")
     p.add_argument(
@@ -266,7 +270,9 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         lr = args.lr_finetune
     spec = fit_spectrogram(raw, encoder)
     torch.manual_seed(args.seed)
-    model = AudioClassifier(encoder, _STATE["n_classes"], mode="finetune", level_norm=args.level_norm)
+    model = AudioClassifier(
+        encoder, _STATE["n_classes"], mode="finetune", level_norm=args.level_norm, pooling=args.pooling
+    )
     task = ClassificationTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)

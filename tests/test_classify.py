@@ -12,6 +12,7 @@ from audiomae.classify import (
     confusion_matrix,
     mean_average_precision,
 )
+from audiomae.classify.model import POOL_PARTS
 from audiomae.config import FeatureConfig, ModelConfig
 from audiomae.masking import time_freq_mask
 from audiomae.model import AudioMAE
@@ -53,14 +54,15 @@ def quiet(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "parts"])
 @pytest.mark.parametrize("mode", ["finetune", "linear_probe"])
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_head_shapes(pooling, mode, multilabel):
     clf = AudioClassifier(tiny_encoder(), num_classes=5, pooling=pooling, mode=mode, multilabel=multilabel)
     spec = torch.randn(3, N_MELS, FRAMES)
     out = clf(spec)
-    assert out.logits.shape == (3, 5) and out.features.shape == (3, 32)
+    width = 32 * (POOL_PARTS * clf.encoder.cfg.grid_f if pooling == "parts" else 1)
+    assert out.logits.shape == (3, 5) and out.features.shape == (3, width)
     # Structured patch masking with a ragged batch still gives one row per item.
     grid_t, grid_f = clf.encoder.grid(spec)
     masked = clf(spec, time_freq_mask(3, grid_t, grid_f, 0.25, 0.25))
@@ -83,8 +85,28 @@ def test_decoder_is_dropped_and_source_encoder_untouched():
     torch.testing.assert_close(clf.encoder.patch_embed.weight, enc.patch_embed.weight)
 
 
+def test_parts_pooling_is_the_mean_per_band_and_part_of_the_visible_patches():
+    clf = AudioClassifier(tiny_encoder(), 3, pooling="parts")
+    spec = torch.randn(2, N_MELS, FRAMES)
+    grid_t, grid_f = clf.encoder.grid(spec)
+    tokens = clf.encoder.encode(spec).view(2, grid_t, grid_f, -1)
+    part = torch.arange(grid_t) * POOL_PARTS // grid_t  # column t's part: as equal as whole columns allow
+    parts = [torch.nonzero(part == k).flatten() for k in range(POOL_PARTS)]
+    expected = torch.stack([tokens[:, p].mean(1) for p in parts], 1).reshape(2, -1)
+    torch.testing.assert_close(clf.pool(spec), expected)
+    # Hidden patches do not count: with a mask, each slot averages only what the encoder saw.
+    mask = time_freq_mask(2, grid_t, grid_f, 0.25, 0.25)
+    seen = clf.encoder.encode(spec, mask)
+    slot = (mask.keep_idx // grid_f) * POOL_PARTS // grid_t * grid_f + mask.keep_idx % grid_f
+    pooled = clf.pool(spec, mask).view(2, POOL_PARTS * grid_f, -1)
+    for b in range(2):
+        s = int(slot[b, 0])
+        chosen = (slot[b] == s) & mask.keep_valid[b]
+        torch.testing.assert_close(pooled[b, s], seen[b, chosen].mean(0))
+
+
 def test_finetune_every_parameter_gets_a_gradient():
-    for pooling in ("mean", "cls"):
+    for pooling in ("mean", "cls", "parts"):
         clf = AudioClassifier(tiny_encoder(), 4, pooling=pooling)
         clf.loss(clf(torch.randn(4, N_MELS, FRAMES)).logits, torch.tensor([0, 1, 2, 3])).backward()
         missing = [n for n, p in clf.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

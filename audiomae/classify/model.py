@@ -23,7 +23,8 @@ from audiomae.features import make_frontend
 from audiomae.masking import MaskResult
 from audiomae.model import AudioMAE, Block
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "parts")
+POOL_PARTS = 5  # pooling="parts": equal parts of the clip's patch columns
 MODES = ("finetune", "linear_probe")
 HEAD_NORMS = ("batch", "layer")
 # AudioMAE submodules only the reconstruction decoder uses; a classifier does not carry them.
@@ -83,6 +84,11 @@ class AudioClassifier(nn.Module):
     ``pooling="mean"`` averages the visible patch embeddings. The encoder has no CLS token
     (MAE pretraining here never trains one), so ``pooling="cls"`` adds a learned query token
     that attends over the patch embeddings through one extra transformer block.
+    ``pooling="parts"`` averages the patch embeddings of each row of patches (mel band) in each
+    of :data:`POOL_PARTS` equal parts of the clip's columns (column ``t`` of ``T`` in part
+    ``t * POOL_PARTS // T``) and concatenates them
+    (``POOL_PARTS * grid_f * enc_dim`` features): the head sees where in frequency and in which
+    part of the clip a feature is, which a mean over all patches loses (spoken words).
     """
 
     def __init__(
@@ -113,6 +119,8 @@ class AudioClassifier(nn.Module):
         self.cfg = cfg
         self.encoder = strip_decoder(copy.deepcopy(encoder))
         dim = encoder.cfg.enc_dim
+        if cfg.pooling == "parts":
+            dim *= POOL_PARTS * encoder.cfg.grid_f
         if cfg.pooling == "cls":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             nn.init.normal_(self.cls_token, std=0.02)
@@ -153,7 +161,8 @@ class AudioClassifier(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
     def pool(self, spec: torch.Tensor, mask: MaskResult | None = None) -> torch.Tensor:
-        """Normalised log-mel ``(B, F, T)`` -> pooled features ``(B, enc_dim)``."""
+        """Normalised log-mel ``(B, F, T)`` -> pooled features ``(B, enc_dim)`` (``pooling="parts"``:
+        ``(B, POOL_PARTS * grid_f * enc_dim)``)."""
         if self.cfg.level_norm:
             spec = spec - active_level(spec)[:, None, None]
         if self.cfg.mode == "linear_probe":
@@ -171,10 +180,27 @@ class AudioClassifier(nn.Module):
                 keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
                 attn_mask = keep[:, None, None, :]
             return self.cls_norm(self.cls_block(x, attn_mask)[:, 0])
+        if self.cfg.pooling == "parts":
+            return self._parts(tokens, mask, *self.encoder.grid(spec))
         if valid is None:
             return tokens.mean(dim=1)
         w = valid.unsqueeze(-1).to(tokens.dtype)
         return (tokens * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+    @staticmethod
+    def _parts(tokens: torch.Tensor, mask: MaskResult | None, grid_t: int, grid_f: int) -> torch.Tensor:
+        """Mean of the visible tokens ``(B, K, D)`` per (part of the columns, patch row)."""
+        b, k, d = tokens.shape
+        if mask is None:
+            idx = torch.arange(k, device=tokens.device).expand(b, k)
+            weight = torch.ones(b, k, dtype=tokens.dtype, device=tokens.device)
+        else:
+            idx, weight = mask.keep_idx, mask.keep_valid.to(tokens.dtype)
+        slot = (idx // grid_f) * POOL_PARTS // grid_t * grid_f + idx % grid_f
+        sums = tokens.new_zeros(b, POOL_PARTS * grid_f, d)
+        sums.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, d), tokens * weight.unsqueeze(-1))
+        count = tokens.new_zeros(b, POOL_PARTS * grid_f).scatter_add_(1, slot, weight)
+        return (sums / count.clamp_min(1.0).unsqueeze(-1)).reshape(b, -1)
 
     def forward(self, spec: torch.Tensor, mask: MaskResult | None = None) -> ClassifierOutput:
         """``spec``: normalised log-mel (B, F, T); ``mask``: optional patches to hide (fine-tune
