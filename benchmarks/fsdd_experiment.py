@@ -362,14 +362,14 @@ def clip_log_mels(args, pretrained: AudioMAE, labels: LabelSet, name):
     return raw, full
 
 
-def _collect(outcome, results, confusions, bar) -> None:
+def _collect(outcome, results, confusions, bar, names=SETTINGS) -> None:
     setting, frac, spk, n_train, acc, conf, secs = outcome
     key = f"{setting}@{frac:g}"
     results.setdefault(key, {})[spk] = acc
     confusions[key] = confusions.get(key, 0) + conf
     bar.update(1)
     bar.write(
-        f"{SETTINGS[setting]:30s} labels {frac:4.0%} ({n_train:4d} clips) test {spk:9s} "
+        f"{names[setting]:30s} labels {frac:4.0%} ({n_train:4d} clips) test {spk:9s} "
         f"acc {acc:.4f} ({secs:.0f} s)"
     )
 
@@ -419,7 +419,7 @@ def set_state(args, pretrained: AudioMAE, raw: torch.Tensor, full: LabelSet) -> 
     )
 
 
-def run_plan(plan, worker, jobs: int):
+def run_plan(plan, worker, jobs: int, names=SETTINGS):
     """Run ``worker(item)`` for every item of ``plan`` (``jobs`` forked processes when > 1);
     returns (results {"setting@fraction": {fold: acc}}, confusions {"setting@fraction": summed})."""
     from tqdm import tqdm
@@ -437,10 +437,10 @@ def run_plan(plan, worker, jobs: int):
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
             outcomes = pool.map(worker, plan)
             for outcome in outcomes:
-                _collect(outcome, results, confusions, bar)
+                _collect(outcome, results, confusions, bar, names)
     else:
         for item in plan:
-            _collect(worker(item), results, confusions, bar)
+            _collect(worker(item), results, confusions, bar, names)
     bar.close()
     return results, confusions
 

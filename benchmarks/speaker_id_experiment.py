@@ -162,7 +162,7 @@ def main(argv=None) -> dict:
     )
     fx.set_state(args, pretrained, raw, full)
     plan = [(args, s, f, FOLD) for s in args.settings for f in args.fractions]
-    results, _ = fx.run_plan(plan, run_item, args.jobs)
+    results, _ = fx.run_plan(plan, run_item, args.jobs, SETTINGS)
     total = time.perf_counter() - t_start
 
     summary = {key: {"acc": v[FOLD]} for key, v in results.items()}
