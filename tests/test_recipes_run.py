@@ -1,8 +1,8 @@
 """Every recipe runs to the end and exits 0, invoked as README.md and recipes/README.md show it.
 
 Each runs as a subprocess from an empty working directory with the repository's script and
-config given by absolute path: the configs' relative data folders (``../shared/...``) are then
-absent, so the debug configs train on their synthetic fallback, and ``runs/`` lands in the
+config given by absolute path: the configs' relative data folders (outside the repository)
+are then absent, so the debug configs train on their synthetic fallback, and ``runs/`` lands in the
 test's folder. Dotted overrides shrink the longer ones; the pretraining smoke run is the
 README's command exactly.
 """
@@ -23,10 +23,28 @@ RECIPES = REPO / "recipes"
 CONFIGS = RECIPES / "configs"
 
 
+def _data_folders(config: Path) -> list[str]:
+    """The relative paths the config's ``data`` section names."""
+    import yaml
+
+    found, todo = [], [yaml.safe_load(config.read_text()).get("data") or {}]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo += list(item.values())
+        elif isinstance(item, list):
+            todo += item
+        elif isinstance(item, str) and "/" in item and not item.startswith("/"):
+            found.append(item)
+    return found
+
+
 def _run(cwd: Path, script: str, *args: str, timeout: float = 600) -> str:
     # The configs name the project's data relative to the working directory; from a test's own
     # folder it is never there, so no test depends on a checkout's neighbours.
-    assert not (cwd.parent / "shared").exists(), f"{cwd.parent / 'shared'} exists: run from an empty folder"
+    config = Path(args[args.index("--config") + 1])
+    present = [d for d in _data_folders(config) if (cwd / d).exists()]
+    assert not present, f"{present} exist beside {cwd}: run from an empty folder"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(RECIPES / script), *args],
