@@ -25,7 +25,6 @@ context frame and against the ``lpc`` continuation (its first six frames, on dev
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,7 +32,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from band_predictor import _db, continuation, laplace_nll, split, training_files  # noqa: E402
+from band_predictor import (  # noqa: E402
+    _db,
+    build,
+    continuation,
+    fit_laplace,
+    load_model,
+    save_model,
+    split,
+    training_files,
+)
 
 from audiomae.audio import SAMPLES_PER_PACKET, load_audio  # noqa: E402
 from audiomae.plc.mae import ConcealerHooks  # noqa: E402
@@ -92,23 +100,8 @@ def make_examples(args) -> None:
     print(f"{len(xs)} examples ({sum(dev)} dev) from {len(files)} files -> {out / 'examples.npz'}")
 
 
-def build(n_in: int, hidden: int):
-    import torch
-
-    return torch.nn.Sequential(
-        torch.nn.Linear(n_in, hidden),
-        torch.nn.GELU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.GELU(),
-        torch.nn.Linear(hidden, 2 * AHEAD * 18),
-    )
-
-
 def train(args) -> None:
-    import time
-
     import torch
-    from safetensors.torch import save_file
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -116,24 +109,8 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y, dev = torch.from_numpy(z["x"]), torch.from_numpy(z["y"]), torch.from_numpy(z["dev"])
     xd, yd, xt, yt = x[dev], y[dev], x[~dev], y[~dev]
-    net = build(x.shape[1], args.hidden)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    start, step, best = time.monotonic(), 0, (float("inf"), None, 0)
-    while time.monotonic() - start < args.minutes * 60:
-        idx = torch.randint(len(xt), (args.batch,))
-        loss = laplace_nll(net(xt[idx]), yt[idx], AHEAD)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 1000 == 0:
-            err = dev_error(net, xd, yd)
-            print(f"step {step}: train nll {loss.item():.3f}; dev L1 {err:.2f} dB", flush=True)
-            if err < best[0]:  # the weights kept are those with the best dev error
-                best = (err, {k: v.clone() for k, v in net.state_dict().items()}, step)
-    if best[1] is not None:
-        net.load_state_dict(best[1])
-        step = best[2]
+    net = build(x.shape[1], args.hidden, AHEAD)
+    step = fit_laplace(net, (xt, yt), (xd, yd), args, AHEAD, every=1000)
     with torch.no_grad():
         mu, scale = split(net(xd), AHEAD)
     hold = (xd.view(len(xd), CONTEXT_FRAMES + 1, 18)[:, -2:-1] * 20.0).expand_as(yd)
@@ -144,29 +121,15 @@ def train(args) -> None:
         f"per frame {' '.join(f'{e:.1f}' for e in per_frame.tolist())}; median predicted scale "
         f"{scale.median():.2f} dB"
     )
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    cfg = {"n_in": x.shape[1], "hidden": args.hidden, "steps": step, "minutes": args.minutes}
-    (out / "config.json").write_text(json.dumps(cfg))
-
-
-def dev_error(net, xd, yd) -> float:
-    import torch
-
-    with torch.no_grad():
-        mu, _ = split(net(xd), AHEAD)
-    return float((mu - yd).abs().mean())
+    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step, "minutes": args.minutes})
 
 
 def continuation_error(args) -> None:
     """The ``lpc`` continuation's and the forecast's band error over the first six frames, on
     dev examples cut afresh (the continuation needs the waveform)."""
     import torch
-    from safetensors.torch import load_file
 
-    out = Path(args.out)
-    cfg = json.loads((out / "config.json").read_text())
-    net = build(cfg["n_in"], cfg["hidden"])
-    net.load_state_dict(load_file(str(out / "model.safetensors")))
+    net = load_model(args.out, AHEAD)
     rng = np.random.default_rng(args.seed)
     files = training_files(Path(args.data))
     rng.shuffle(files)
@@ -199,12 +162,8 @@ class ForecastBands(ConcealerHooks):
 
     def __init__(self, directory: str | Path, alpha: float = 1.0, b0: float = 3.0):
         import torch
-        from safetensors.torch import load_file
 
-        cfg = json.loads((Path(directory) / "config.json").read_text())
-        self.net = build(cfg["n_in"], cfg["hidden"])
-        self.net.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
-        self.net.eval()
+        self.net = load_model(directory, AHEAD)
         self.torch = torch
         self.alpha, self.b0 = alpha, b0
         self.concealer = None

@@ -113,7 +113,8 @@ def make_examples(args) -> None:
     print(f"{len(xs)} examples from {len(files)} files -> {out / 'examples.npz'}")
 
 
-def build(n_in: int, hidden: int):
+def build(n_in: int, hidden: int, ahead: int = AHEAD):
+    """The MLP: ``n_in`` features -> a Laplace (location, scale) per frame of ``ahead`` and band."""
     import torch
 
     return torch.nn.Sequential(
@@ -121,15 +122,62 @@ def build(n_in: int, hidden: int):
         torch.nn.GELU(),
         torch.nn.Linear(hidden, hidden),
         torch.nn.GELU(),
-        torch.nn.Linear(hidden, 2 * AHEAD * 18),
+        torch.nn.Linear(hidden, 2 * ahead * 18),
     )
 
 
-def train(args) -> None:
+def fit_laplace(net, train: tuple, dev: tuple, args, ahead: int = AHEAD, every: int = 500) -> int:
+    """Train ``net`` on ``train`` = (x, y) by the Laplace negative log-likelihood for
+    ``args.minutes`` (AdamW ``args.lr``, batches of ``args.batch``), checking the mean absolute
+    error on ``dev`` every ``every`` steps; leaves ``net`` with the weights of the best check
+    and returns its step."""
     import time
 
     import torch
+
+    (xt, yt), (xd, yd) = train, dev
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    start, step, best = time.monotonic(), 0, (float("inf"), None, 0)
+    while time.monotonic() - start < args.minutes * 60:
+        idx = torch.randint(len(xt), (args.batch,))
+        loss = laplace_nll(net(xt[idx]), yt[idx], ahead)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % every == 0:
+            with torch.no_grad():
+                mu, _ = split(net(xd), ahead)
+            err = float((mu - yd).abs().mean())
+            print(f"step {step}: train nll {loss.item():.3f}; dev L1 {err:.2f} dB", flush=True)
+            if err < best[0]:  # the weights kept are those with the best dev error
+                best = (err, {k: v.clone() for k, v in net.state_dict().items()}, step)
+    if best[1] is None:
+        return step
+    net.load_state_dict(best[1])
+    return best[2]
+
+
+def save_model(net, out: Path, config: dict) -> None:
+    """``model.safetensors`` and ``config.json`` (``n_in``, ``hidden`` and what else ``config`` says)."""
     from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def load_model(directory: str | Path, ahead: int = AHEAD):
+    """The network :func:`save_model` wrote, in eval mode."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((Path(directory) / "config.json").read_text())
+    net = build(cfg["n_in"], cfg["hidden"], ahead)
+    net.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+    return net.eval()
+
+
+def train(args) -> None:
+    import torch
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -141,25 +189,7 @@ def train(args) -> None:
     n_dev = len(x) // 10
     xd, yd, xt, yt = x[:n_dev], y[:n_dev], x[n_dev:], y[n_dev:]
     net = build(x.shape[1], args.hidden)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    start, step, best = time.monotonic(), 0, (float("inf"), None, 0)
-    while time.monotonic() - start < args.minutes * 60:
-        idx = torch.randint(len(xt), (args.batch,))
-        loss = laplace_nll(net(xt[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 500 == 0:
-            with torch.no_grad():
-                mu, _ = split(net(xd))
-            err = float((mu - yd).abs().mean())
-            print(f"step {step}: train nll {loss.item():.3f}; dev L1 {err:.2f} dB", flush=True)
-            if err < best[0]:  # the weights kept are those with the best dev error
-                best = (err, {k: v.clone() for k, v in net.state_dict().items()}, step)
-    if best[1] is not None:
-        net.load_state_dict(best[1])
-        step = best[2]
+    step = fit_laplace(net, (xt, yt), (xd, yd), args)
     with torch.no_grad():
         mu, scale = split(net(xd))
     print(
@@ -167,8 +197,7 @@ def train(args) -> None:
         f"corrected {(mu - yd).abs().mean():.2f} dB ({step} steps); median predicted scale "
         f"{scale.median():.2f} dB"
     )
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({"n_in": x.shape[1], "hidden": args.hidden, "steps": step}))
+    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step})
 
 
 def split(out, ahead: int = AHEAD):
@@ -193,12 +222,8 @@ class LearnedBands(ConcealerHooks):
 
     def __init__(self, directory: str | Path, alpha: float = 1.0, b0: float = 3.0, first_only: bool = False):
         import torch
-        from safetensors.torch import load_file
 
-        cfg = json.loads((Path(directory) / "config.json").read_text())
-        self.net = build(cfg["n_in"], cfg["hidden"])
-        self.net.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
-        self.net.eval()
+        self.net = load_model(directory)
         self.torch = torch
         self.alpha, self.b0, self.first_only = alpha, b0, first_only
         self.concealer = None
