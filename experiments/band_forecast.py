@@ -1,7 +1,7 @@
 """A band-energy forecast from 320 ms of what was heard, for a whole burst.
 
     python experiments/band_forecast.py data [--examples 200000] [--out runs/band_forecast]
-    python experiments/band_forecast.py train [--out runs/band_forecast] [--minutes 10]
+    python experiments/band_forecast.py train [--out runs/band_forecast] [--minutes 10] [--resume]
     python experiments/mae_bands.py --only-learned --forecast runs/band_forecast --alpha 0.5 1 \\
         --out runs/forecast_bands
 
@@ -25,6 +25,7 @@ context frame and against the ``lpc`` continuation (its first six frames, on dev
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -109,8 +110,13 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y, dev = torch.from_numpy(z["x"]), torch.from_numpy(z["y"]), torch.from_numpy(z["dev"])
     xd, yd, xt, yt = x[dev], y[dev], x[~dev], y[~dev]
-    net = build(x.shape[1], args.hidden, AHEAD)
-    step = fit_laplace(net, (xt, yt), (xd, yd), args, AHEAD, every=1000)
+    done = {"steps": 0, "minutes": 0.0}
+    if args.resume and (out / "model.safetensors").exists():  # continue the run's last weights
+        net = load_model(out, AHEAD).train()
+        done.update({k: v for k, v in json.loads((out / "config.json").read_text()).items() if k in done})
+    else:
+        net = build(x.shape[1], args.hidden, AHEAD)
+    step = done["steps"] + fit_laplace(net, (xt, yt), (xd, yd), args, AHEAD, every=1000)
     with torch.no_grad():
         mu, scale = split(net(xd), AHEAD)
     hold = (xd.view(len(xd), CONTEXT_FRAMES + 1, 18)[:, -2:-1] * 20.0).expand_as(yd)
@@ -121,7 +127,9 @@ def train(args) -> None:
         f"per frame {' '.join(f'{e:.1f}' for e in per_frame.tolist())}; median predicted scale "
         f"{scale.median():.2f} dB"
     )
-    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step, "minutes": args.minutes})
+    minutes = done["minutes"] + args.minutes
+    cfg = {"n_in": x.shape[1], "hidden": net[0].out_features, "steps": step, "minutes": minutes}
+    save_model(net, out, cfg)
 
 
 def continuation_error(args) -> None:
@@ -192,6 +200,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="train: start from the weights in --out")
     args = ap.parse_args()
     {"data": make_examples, "train": train, "compare": continuation_error}[args.what](args)
 
