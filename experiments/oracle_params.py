@@ -133,6 +133,15 @@ def clean_excitation(clean: np.ndarray, hop: int = 160, analysis: int = 480) -> 
     return out
 
 
+_EXCITATION: list = [None, None]  # (clean signal, its excitation): every cell of a file shares it
+
+
+def _file_excitation(clean: np.ndarray) -> np.ndarray:
+    if _EXCITATION[0] is not clean:
+        _EXCITATION[:] = [clean, clean_excitation(clean)]
+    return _EXCITATION[1]
+
+
 class ExcitationOracle(MAEConcealer):
     """The ``lpc`` concealer whose continuation is driven by the clean excitation (``VARIANTS``)."""
 
@@ -176,7 +185,7 @@ def make_concealer(variant: str, lookahead: int, params: FrameParams, clean: np.
     config = ConcealerConfig(**(LPC_DEFAULTS | (NO_FADE if variant.endswith("-nofade") else {})))
     if fields is not None and "excitation" in fields:
         return ExcitationOracle(
-            clean_excitation(clean),
+            _file_excitation(clean),
             fine="fine" in fields,
             bands=params.only("band_db") if "band_db" in fields else None,
             lookahead=lookahead,
