@@ -31,6 +31,9 @@ class DataSettings:
     # Training items per file and epoch, each its own random crop: lets a large batch (one
     # GPU) draw from a small corpus. 1: each file once per epoch.
     crops_per_file: int = 1
+    # Probability that a training clip goes through the speech augmentation chain (gain,
+    # pitch shift, tempo, band-limiting, noise, room: ``audiomae.train.wave_augment``).
+    augment: float = 0.0
 
 
 class SyntheticSpeech(Dataset):
@@ -102,8 +105,14 @@ def audio_datasets(d: DataSettings, sr: int, seed: int) -> tuple[Dataset, Datase
         return SyntheticSpeech(d.synthetic_items, d.clip_seconds, sr, seed=seed), val
     common = dict(clip_seconds=d.clip_seconds, sample_rate=sr, seed=seed, crops_per_file=d.crops_per_file)
     if d.val is not None:
-        return AudioDataset(train_src, **common), val
-    return AudioDataset(train_src, split="train", val_fraction=d.val_fraction, **common), val
+        train = AudioDataset(train_src, **common)
+    else:
+        train = AudioDataset(train_src, split="train", val_fraction=d.val_fraction, **common)
+    if d.augment > 0:
+        from audiomae.train.wave_augment import AugmentedClips
+
+        train = AugmentedClips(train, d.augment, sr, seed)
+    return train, val
 
 
 def norm_stats_from(dataset: Dataset, frontend: LogMel, max_files: int, seed: int = 0) -> NormStats:

@@ -40,6 +40,7 @@ from audiomae.config import FeatureConfig
 from audiomae.data import find_audio
 from audiomae.features import LogMel
 from audiomae.train.plc import PLCMaskSettings, draw_loss_window
+from audiomae.train.wave_augment import augment_wave, make_augmenter
 
 POOL_FORMAT = 1
 
@@ -102,39 +103,6 @@ class PoolSettings:
     augment: float = 0.7  # probability that a visit is augmented
     masks: PLCMaskSettings = field(default_factory=PLCMaskSettings)
     seed: int = 0
-
-
-def make_augmenter():
-    """The speech augmentation chain (audiomentations), applied to whole decoded files."""
-    try:
-        import audiomentations as A
-    except ImportError as e:  # pragma: no cover - an install problem
-        raise ImportError("PLC pool augmentation needs audiomentations: pip install audiomentations") from e
-    return A.Compose(
-        [
-            A.Gain(min_gain_db=-10.0, max_gain_db=6.0, p=0.5),
-            A.PitchShift(min_semitones=-2.0, max_semitones=2.0, p=0.3),
-            A.TimeStretch(min_rate=0.9, max_rate=1.1, leave_length_unchanged=False, p=0.3),
-            A.LowPassFilter(min_cutoff_freq=3400.0, max_cutoff_freq=7500.0, p=0.2),
-            A.AddGaussianSNR(min_snr_db=25.0, max_snr_db=50.0, p=0.3),
-        ]
-    )
-
-
-def mild_room(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A small room: direct path plus exponentially decaying noise (RT60 0.1-0.3 s), mixed
-    10-30% wet. audiomentations' room simulator needs pyroomacoustics; this needs nothing."""
-    from scipy.signal import fftconvolve
-
-    rt60 = rng.uniform(0.1, 0.3)
-    n = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    ir[0] = 0.0
-    ir /= np.sqrt(np.sum(ir**2)) + 1e-12
-    wet = fftconvolve(x, ir)[: x.size]
-    mix = rng.uniform(0.1, 0.3)
-    return ((1 - mix) * x + mix * wet).astype(np.float32)
 
 
 def conceal_window(
@@ -205,12 +173,7 @@ def build_pool(
             file = files[gi][int(rng.integers(len(files[gi])))]
             wave = load_audio(file)
             if rng.random() < s.augment:
-                wave = augment(wave.astype(np.float32), sample_rate=SAMPLE_RATE)
-                if rng.random() < 0.15:
-                    wave = mild_room(wave, rng)
-                peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-                if peak > 0.99:
-                    wave = wave * (0.99 / peak)
+                wave = augment_wave(augment, wave, rng, SAMPLE_RATE)
             if wave.size < seg:
                 continue
             for _ in range(s.windows_per_visit):

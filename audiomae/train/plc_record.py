@@ -30,7 +30,8 @@ from audiomae.audio import SAMPLE_RATE, SAMPLES_PER_PACKET, atomic_write, load_a
 from audiomae.config import FeatureConfig
 from audiomae.loss_models import LossSpec, apply_loss, parse_condition
 from audiomae.plc.mae import RESIDUAL_DEFAULTS, ConcealerConfig, ConcealerHooks, MAEConcealer
-from audiomae.train.plc_pool import POOL_FORMAT, SourceGroup, make_augmenter, mild_room, save_shard
+from audiomae.train.plc_pool import POOL_FORMAT, SourceGroup, save_shard
+from audiomae.train.wave_augment import augment_wave, make_augmenter
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,7 @@ def _files(groups: tuple[SourceGroup, ...], exclude: tuple[SourceGroup, ...], se
 def _prepare(file: Path, s: RecordSettings, rng: np.random.Generator, augment) -> np.ndarray:
     wave = load_audio(file).astype(np.float32)
     if rng.random() < s.augment:
-        wave = augment(wave, sample_rate=SAMPLE_RATE)
-        if rng.random() < 0.1:
-            wave = mild_room(wave, rng)
-        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-        if peak > 0.99:
-            wave = wave * (0.99 / peak)
+        wave = augment_wave(augment, wave, rng, SAMPLE_RATE, room=0.1)
     n = int(s.seconds * SAMPLE_RATE)
     if wave.size > n:
         start = int(rng.integers(0, wave.size - n + 1)) if s.augment > 0 else 0
