@@ -40,6 +40,7 @@ from audiomae.classify import (  # noqa: E402
     fit_spectrogram,
     log_mels,
 )
+from audiomae.classify.adapt import enrolment_mask, group_standardize  # noqa: E402
 from audiomae.classify.model import POOLINGS  # noqa: E402
 from audiomae.config import FeatureConfig, model_preset  # noqa: E402
 from audiomae.features import NormStats  # noqa: E402
@@ -54,6 +55,8 @@ SETTINGS = {
     "finetune": "(c) fine-tune, pretrained",
     "mfcc": "(d) 20 MFCCs (5 segments) + logistic regression, no encoder",
     "layers": "(b2) linear probe on every encoder layer (5 segments x mel band) + logistic regression",
+    "layers-spk": "(b3) as (b2), features standardised per speaker",
+    "mfcc-spk": "(d2) as (d), features standardised per speaker",
 }
 N_MFCC = 20
 
@@ -65,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_run_args(p)
     p.add_argument("--clip-seconds", type=float, default=0.8)
     p.add_argument("--folds", nargs="+", default=None, help="test speakers (default: all)")
+    p.add_argument(
+        "--enrol",
+        type=int,
+        default=0,
+        help="settings *-spk: the test speaker's statistics from this many of its clips, unlabelled (0: all)",
+    )
     return p.parse_args(argv)
 
 
@@ -209,13 +218,14 @@ def mfcc_baseline(
 def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr_idx, te_idx, workdir):
     """One run; returns (accuracy, confusion, seconds)."""
     t0 = time.perf_counter()
-    if setting in ("mfcc", "layers"):
-        n = _STATE["n_classes"]
-        if setting == "mfcc":
-            acc, conf = mfcc_baseline(raw, y, tr_idx, te_idx, n, args.seed)
-        else:
-            feats = _STATE["layer_feats"]
-            acc, conf = mfcc_baseline(raw, y, tr_idx, te_idx, n, args.seed, features=lambda _: feats, c=0.1)
+    if setting in ("mfcc", "layers", "mfcc-spk", "layers-spk"):
+        feats = _STATE["layer_feats"] if setting.startswith("layers") else mfcc_stats(raw)
+        if setting.endswith("-spk"):
+            feats = speaker_standardized(args, feats, tr_idx, te_idx)
+        c = 0.1 if setting.startswith("layers") else 1.0
+        acc, conf = mfcc_baseline(
+            raw, y, tr_idx, te_idx, _STATE["n_classes"], args.seed, features=lambda _: feats, c=c
+        )
         return acc, conf, time.perf_counter() - t0
     steps = args.steps
     common = dict(
@@ -278,6 +288,19 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
     out = evaluate(model, spec[te_idx], y[te_idx])
     return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
+
+
+def speaker_standardized(args, feats: np.ndarray, tr_idx, te_idx) -> np.ndarray:
+    """``feats`` z-scored per speaker (no labels read): each training speaker by its training
+    clips, the test speaker by ``args.enrol`` random clips of its own (all when 0)."""
+    speakers = np.array(_STATE["full"].column("speaker"))
+    reference = np.zeros(len(speakers), dtype=bool)
+    reference[tr_idx.numpy()] = True
+    test = np.zeros(len(speakers), dtype=bool)
+    test[te_idx.numpy()] = True
+    if args.enrol > 0:
+        test &= enrolment_mask(speakers, args.enrol, seed=args.seed)
+    return group_standardize(feats, speakers, reference | test)
 
 
 _STATE: dict = {}  # set before workers fork; read-only inside them
@@ -412,7 +435,7 @@ def set_state(args, pretrained: AudioMAE, raw: torch.Tensor, full: LabelSet) -> 
             pretrained, len(full.classes), mode="linear_probe", level_norm=args.level_norm
         )
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
-    if "layers" in args.settings:
+    if {"layers", "layers-spk"} & set(args.settings):
         _STATE["layer_feats"] = layer_stats(pretrained, raw)
     _STATE.update(
         args=args, pretrained=pretrained, raw=raw, y=full.targets(), full=full, n_classes=len(full.classes)

@@ -55,8 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clip-seconds", type=float, default=2.0, help="centre crop (zero-padded when shorter)")
     # 450 steps: the six encoder runs of the published table fit an hour on one CPU thread. No
     # mel-axis warp: it mimics another vocal tract, i.e. another speaker.
-    p.set_defaults(steps=450, freq_warp=0.0, jobs=1)
-    return p.parse_args(argv)
+    p.set_defaults(
+        steps=450, freq_warp=0.0, jobs=1, settings=[s for s in fx.SETTINGS if not s.endswith("-spk")]
+    )
+    args = p.parse_args(argv)
+    per_speaker = [s for s in args.settings if s.endswith("-spk")]
+    if per_speaker:
+        p.error(f"{', '.join(per_speaker)}: standardising per speaker removes what this task classifies")
+    return args
 
 
 def read_manifest(manifest: Path, corpus: str, split: str) -> LabelSet:

@@ -29,9 +29,8 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
          "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1", "--fractions", "1.0", "0.5",
          "--jobs", "1"]
     )  # fmt: skip
-    assert set(payload["results"]) == {
-        f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc", "layers") for f in ("1", "0.5")
-    }
+    settings = ("scratch", "probe", "finetune", "mfcc", "layers", "layers-spk", "mfcc-spk")
+    assert set(payload["results"]) == {f"{s}@{f}" for s in settings for f in ("1", "0.5")}
     for r in payload["results"].values():
         assert 0.0 <= r["folds"]["s1"] <= 1.0
     assert json.loads((out / "fsdd.json").read_text())["speakers"] == ["s1"]
@@ -173,6 +172,8 @@ def test_speaker_id_experiment_runs_on_a_manifest(tmp_path):
     common = ["--manifest", str(data / "MANIFEST.tsv"), "--corpus", "corpus", "--random-encoder",
               "--steps", "2", "--warmup", "1", "--batch-size", "2", "--clip-seconds", "0.4",
               "--cache", str(cache), "--fractions", "1.0", "0.5"]  # fmt: skip
+    with pytest.raises(SystemExit):  # standardising per speaker would remove the label
+        _script("speaker_id_experiment").main([*common, "--out", str(out), "--settings", "layers-spk"])
     payload = _script("speaker_id_experiment").main([*common, "--out", str(out)])
     assert set(payload["results"]) == {
         f"{s}@{f}" for s in ("scratch", "probe", "finetune", "mfcc", "layers") for f in ("1", "0.5")
