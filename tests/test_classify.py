@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -274,6 +275,11 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(str(wav)) and len(line.split("\t")) == 3
+    wavs = sorted((tmp_path / "run" / "synthetic_data").glob("*_s2_*.wav"))[:4]
+    assert main(["classify", str(tmp_path / "run" / "model"), *map(str, wavs), "--adapt"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--adapt"]) == 2
+    assert "--adapt needs 2 or more files" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown fine-tune settings"):
         FinetuneSettings.from_dict({**cfg, "lr": 1.0})
 
@@ -325,3 +331,26 @@ def test_level_norm_removes_recording_level_and_survives_save(tmp_path):
     loaded = AudioClassifier.from_pretrained(tmp_path / "ckpt")
     assert loaded.cfg.level_norm
     torch.testing.assert_close(loaded(spec + 3.0).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_adapt_standardises_the_head_input_by_the_new_clips_and_resets():
+    model = AudioClassifier(tiny_encoder(), 2, mode="finetune").eval()
+    spec, _ = separable_data(16)
+    trained = model.head_norm.running_mean.clone(), model.head_norm.running_var.clone()
+    before = model(spec).logits
+    shifted = spec + 3.0  # a new channel: every clip louder
+    feats = model.pool(shifted).detach()
+    model.adapt(feats)
+    np.testing.assert_allclose(model.head_norm.running_mean.numpy(), feats.mean(0).numpy(), rtol=1e-6)
+    normed = model.head_norm(feats)  # eval mode: the adapted statistics
+    bias = model.head_norm.bias.detach().numpy()
+    np.testing.assert_allclose(normed.mean(0).detach().numpy(), bias, atol=1e-4)
+    model.adapt(model.pool(spec))
+    model.reset_adaptation()
+    assert torch.equal(model.head_norm.running_mean, trained[0])
+    assert torch.equal(model.head_norm.running_var, trained[1])
+    assert torch.allclose(model(spec).logits, before)
+    with pytest.raises(ValueError, match="N >= 2"):
+        model.adapt(feats[:1])
+    with pytest.raises(ValueError, match="head_norm='batch'"):
+        AudioClassifier(tiny_encoder(), 2, head_norm="layer").adapt(feats)

@@ -278,6 +278,43 @@ class AudioClassifier(nn.Module):
             for srow, irow in zip(scores, idx)
         ]
 
+    # ---- adaptation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def adapt(self, features: torch.Tensor) -> None:
+        """Adapt to a new speaker or channel from unlabelled clips: the head's normalisation
+        statistics become those of ``features`` ``(N, D)``, the pooled features (:meth:`pool`)
+        of N >= 2 clips of it (AdaBN, Li et al. 2016). For tasks where the speaker is a nuisance
+        (words, digits, commands); :meth:`reset_adaptation` undoes it."""
+        norm = self.head_norm
+        if not isinstance(norm, nn.BatchNorm1d) or norm.running_mean is None:
+            raise ValueError("adapt needs the batch-normalised head (head_norm='batch')")
+        if features.dim() != 2 or features.shape[0] < 2 or features.shape[1] != norm.num_features:
+            raise ValueError(
+                f"adapt needs pooled features (N >= 2, {norm.num_features}), got {tuple(features.shape)}"
+            )
+        if "_trained_norm" not in self.__dict__:
+            self.__dict__["_trained_norm"] = (norm.running_mean.clone(), norm.running_var.clone())
+        feats = features.to(norm.running_mean)
+        norm.running_mean.copy_(feats.mean(0))
+        norm.running_var.copy_(feats.var(0, unbiased=False))
+
+    def reset_adaptation(self) -> None:
+        """Restore the head's normalisation statistics from training (after :meth:`adapt`)."""
+        saved = self.__dict__.pop("_trained_norm", None)
+        if saved is not None:
+            self.head_norm.running_mean.copy_(saved[0])
+            self.head_norm.running_var.copy_(saved[1])
+
+    @torch.no_grad()
+    def pooled(self, wave: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, D)`` of waveforms ``(B, S)`` (or ``(S,)``), as :meth:`adapt` takes them."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.pool(self.featurize(wave))
+        finally:
+            self.train(was_training)
+
     # ---- optimisation -------------------------------------------------------------------
     def param_groups(
         self, base_lr: float, weight_decay: float, layer_decay: float = 0.75

@@ -3,7 +3,8 @@
 ``audiomae finetune --config recipes/configs/classify/fsdd.yaml [key=value ...]`` fine-tunes
 (or linear-probes) an Audio-MAE encoder on labelled audio; overrides are dotted YAML keys
 (``train.steps=200 mode=linear_probe data.test_values=[george]``).
-``audiomae classify CHECKPOINT file.wav ... [--top-k 3]`` prints the top labels of each file.
+``audiomae classify CHECKPOINT file.wav ... [--top-k 3] [--adapt]`` prints the top labels of each
+file; ``--adapt`` first adapts the classifier to the files, taken as one speaker or channel.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("checkpoint", help="classifier checkpoint directory (from `audiomae finetune`)")
     c.add_argument("files", nargs="+", help="audio files (any rate; resampled to the model's)")
     c.add_argument("--top-k", type=positive_int, default=3, help="labels to print per file (default 3)")
+    c.add_argument(
+        "--adapt",
+        action="store_true",
+        help="the files are one speaker or channel: standardise the head's input by their own "
+        "statistics first (unlabelled adaptation; needs 2 or more files; not for speaker labels)",
+    )
     c.set_defaults(func=run_classify_command)
 
 
@@ -60,10 +67,14 @@ def run_classify_command(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.adapt and len(args.files) < 2:
+        raise ValueError("--adapt needs 2 or more files of the speaker or channel to adapt to")
     model = AudioClassifier.from_pretrained(args.checkpoint)
     sr = model.encoder.feature_cfg.sample_rate
-    for path in args.files:
-        wave = torch.from_numpy(load_audio(path, sr=sr))
-        top = model.predict(wave.unsqueeze(0), top_k=args.top_k)[0]
+    waves = [torch.from_numpy(load_audio(path, sr=sr)).unsqueeze(0) for path in args.files]
+    if args.adapt:
+        model.adapt(torch.cat([model.pooled(w) for w in waves]))
+    for path, wave in zip(args.files, waves):
+        top = model.predict(wave, top_k=args.top_k)[0]
         print(f"{path}\t" + "\t".join(f"{label} {score:.3f}" for label, score in top))
     return 0
