@@ -58,6 +58,12 @@ SETTINGS = {
     "layers-spk": "(b3) as (b2), features standardised per speaker",
     "mfcc-spk": "(d2) as (d), features standardised per speaker",
 }
+# Rows a run adds beside its own: the fine-tuned (or from-scratch) classifier adapted to the test
+# speaker from its unlabelled clips (AudioClassifier.adapt), scored on the same clips.
+ADAPTED = {
+    "scratch": "(a2) as (a), adapted to the test speaker",
+    "finetune": "(c2) as (c), adapted to the test speaker",
+}
 N_MFCC = 20
 
 
@@ -72,7 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--enrol",
         type=int,
         default=0,
-        help="settings *-spk: the test speaker's statistics from this many of its clips, unlabelled (0: all)",
+        help="settings *-spk and adaptation: the test speaker's statistics from this many of its "
+        "clips, unlabelled (0: all)",
+    )
+    p.add_argument(
+        "--no-adapt",
+        dest="adapt",
+        action="store_false",
+        help="do not also score the fine-tuned / from-scratch classifiers adapted to the test speaker",
     )
     return p.parse_args(argv)
 
@@ -287,7 +300,25 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
     out = evaluate(model, spec[te_idx], y[te_idx])
-    return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
+    if not args.adapt:
+        return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
+    adapted = adapted_score(args, model, spec, y, te_idx)
+    return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0, adapted
+
+
+def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx):
+    """(accuracy, confusion) of ``model`` on the test clips after :meth:`AudioClassifier.adapt`
+    to ``args.enrol`` random test clips of the speaker (all when 0), their labels unread."""
+    pick = te_idx
+    if 0 < args.enrol < len(te_idx):
+        order = np.random.default_rng(args.seed).permutation(len(te_idx))[: args.enrol]
+        pick = te_idx[torch.from_numpy(np.sort(order))]
+    model.eval()
+    with torch.no_grad():
+        model.adapt(torch.cat([model.pool(spec[i]) for i in pick.split(128)]))
+    out = evaluate(model, spec[te_idx], y[te_idx])
+    model.reset_adaptation()
+    return out["acc"], np.array(out["confusion"])
 
 
 def speaker_standardized(args, feats: np.ndarray, tr_idx, te_idx) -> np.ndarray:
@@ -318,8 +349,10 @@ def run_item(item):
     tr_idx = torch.tensor([i for i, c in enumerate(full.clips) if c.path in chosen])
     te_idx = torch.tensor([i for i, c in enumerate(full.clips) if c.get("speaker") == spk])
     with tempfile.TemporaryDirectory() as tmp:
-        acc, conf, secs = train_one(args, setting, st["pretrained"], st["raw"], st["y"], tr_idx, te_idx, tmp)
-    return setting, frac, spk, len(tr_idx), acc, conf, secs
+        acc, conf, secs, *adapted = train_one(
+            args, setting, st["pretrained"], st["raw"], st["y"], tr_idx, te_idx, tmp
+        )
+    return setting, frac, spk, len(tr_idx), acc, conf, secs, *adapted
 
 
 def load_features(args, pretrained: AudioMAE):
@@ -386,14 +419,17 @@ def clip_log_mels(args, pretrained: AudioMAE, labels: LabelSet, name):
 
 
 def _collect(outcome, results, confusions, bar, names=SETTINGS) -> None:
-    setting, frac, spk, n_train, acc, conf, secs = outcome
-    key = f"{setting}@{frac:g}"
-    results.setdefault(key, {})[spk] = acc
-    confusions[key] = confusions.get(key, 0) + conf
+    """Record one run's outcome; an 8th element is the adapted classifier's (accuracy, confusion)."""
+    setting, frac, spk, n_train, acc, conf, secs, *adapted = outcome
+    scores = [(setting, acc, conf)] + [(f"{setting}-adapt", *a) for a in adapted]
+    for name, a, c in scores:
+        key = f"{name}@{frac:g}"
+        results.setdefault(key, {})[spk] = a
+        confusions[key] = confusions.get(key, 0) + c
     bar.update(1)
     bar.write(
         f"{names[setting]:30s} labels {frac:4.0%} ({n_train:4d} clips) test {spk:9s} "
-        f"acc {acc:.4f} ({secs:.0f} s)"
+        f"acc {acc:.4f}{f' adapted {adapted[0][0]:.4f}' if adapted else ''} ({secs:.0f} s)"
     )
 
 
@@ -518,12 +554,16 @@ def settings_table(
         "| setting | " + " | ".join(f"{f:.0%} labels" for f in fracs) + " |",
         "|---|" + "---|" * len(fracs),
     ]
-    for s in args.settings:
+    rows = [(s, names[s]) for s in args.settings]
+    rows += [(f"{s}-adapt", ADAPTED[s]) for s in args.settings if s in ADAPTED]
+    for key, name in rows:
+        if not any(f"{key}@{f:g}" in summary for f in fracs):
+            continue
         cells = []
         for f in fracs:
-            r = summary.get(f"{s}@{f:g}")
+            r = summary.get(f"{key}@{f:g}")
             cells.append(cell(r) if r else "n/a")
-        lines.append(f"| {names[s]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 item = pending.pop(fut)
-                setting, frac, spk, n_train, acc, _conf, secs = fut.result()
+                setting, frac, spk, n_train, acc, _conf, secs, *_adapted = fut.result()
                 done.append(item | {"acc": acc, "secs": secs, "n_train": n_train})
                 elapsed = time.perf_counter() - t0
                 print(f"[{elapsed:5.0f} s] {item['key']:28s} {spk:9s} acc {acc:.3f} ({secs:.0f} s)")

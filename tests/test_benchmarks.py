@@ -30,12 +30,14 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
          "--jobs", "1"]
     )  # fmt: skip
     settings = ("scratch", "probe", "finetune", "mfcc", "layers", "layers-spk", "mfcc-spk")
+    settings += ("scratch-adapt", "finetune-adapt")  # the same runs' classifiers adapted to the test speaker
     assert set(payload["results"]) == {f"{s}@{f}" for s in settings for f in ("1", "0.5")}
     for r in payload["results"].values():
         assert 0.0 <= r["folds"]["s1"] <= 1.0
     assert json.loads((out / "fsdd.json").read_text())["speakers"] == ["s1"]
     md = (out / "fsdd.md").read_text()
     assert "(c) fine-tune, pretrained" in md and "--random-encoder" in md
+    assert "(c2) as (c), adapted to the test speaker" in md
     assert (out / "fsdd_confusion.png").stat().st_size > 1000
 
 
