@@ -82,6 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "clips, unlabelled (0: all)",
     )
     p.add_argument(
+        "--speaker-batches",
+        action="store_true",
+        help="fine-tune / scratch: every training batch from one speaker (see speaker_batches)",
+    )
+    p.add_argument(
         "--no-adapt",
         dest="adapt",
         action="store_false",
@@ -298,12 +303,35 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     )
     task = ClassificationTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
+    if args.speaker_batches:
+        ds = speaker_batches(spec, y, tr_idx, args.batch_size, args.seed)
     fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
     out = evaluate(model, spec[te_idx], y[te_idx])
     if not args.adapt:
         return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
     adapted = adapted_score(args, model, spec, y, te_idx)
     return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0, adapted
+
+
+def speaker_batches(spec: torch.Tensor, y, tr_idx, batch_size: int, seed: int):
+    """A ``fit`` data factory: each epoch, every training speaker's clips in seeded random order,
+    cut into batches of one speaker each (the rest dropped), the batches shuffled. The head's
+    batch statistics are then one speaker's, as :meth:`AudioClassifier.adapt` gives them at test."""
+    speakers = np.array(_STATE["full"].column("speaker"))[tr_idx.numpy()]
+    groups = [tr_idx[torch.from_numpy(np.flatnonzero(speakers == name))] for name in np.unique(speakers)]
+    if all(len(g) < batch_size for g in groups):
+        raise ValueError(f"--speaker-batches: no training speaker has {batch_size} clips")
+
+    def epoch(e: int):
+        rng = np.random.default_rng([seed, e])
+        batches = []
+        for g in groups:
+            order = g[torch.from_numpy(rng.permutation(len(g)))]
+            batches += [order[i : i + batch_size] for i in range(0, len(g) - batch_size + 1, batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield spec[batches[i]], y[batches[i]]
+
+    return epoch
 
 
 def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx):

@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         steps=450, freq_warp=0.0, jobs=1, settings=[s for s in fx.SETTINGS if not s.endswith("-spk")]
     )
     args = p.parse_args(argv)
-    args.adapt, args.enrol = False, 0  # the speaker is the label: nothing to adapt to
+    args.adapt, args.enrol, args.speaker_batches = False, 0, False  # the speaker is the label
     per_speaker = [s for s in args.settings if s.endswith("-spk")]
     if per_speaker:
         p.error(f"{', '.join(per_speaker)}: standardising per speaker removes what this task classifies")

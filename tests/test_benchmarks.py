@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from audiomae.labels import write_synthetic_dataset
 
@@ -39,6 +40,27 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
     assert "(c) fine-tune, pretrained" in md and "--random-encoder" in md
     assert "(c2) as (c), adapted to the test speaker" in md
     assert (out / "fsdd_confusion.png").stat().st_size > 1000
+
+
+def test_fsdd_speaker_batches_hold_one_speaker_each(tmp_path):
+    data = tmp_path / "fsdd"
+    write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
+    fx = _script("fsdd_experiment")
+    payload = fx.main(
+        ["--data", str(data), "--random-encoder", "--out", str(tmp_path / "out"), "--steps", "3",
+         "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
+         "--fractions", "1.0", "--jobs", "1", "--settings", "finetune", "--speaker-batches", "--enrol", "5"]
+    )  # fmt: skip
+    assert set(payload["results"]) == {"finetune@1", "finetune-adapt@1"}
+    y = torch.arange(len(fx._STATE["full"]))
+    tr = torch.tensor([i for i, c in enumerate(fx._STATE["full"].clips) if c.get("speaker") != "s1"])
+    speakers = fx._STATE["full"].column("speaker")
+    batches = list(fx.speaker_batches(y[:, None], y, tr, 8, seed=0)(0))
+    assert len(batches) == 4  # two speakers of 18 clips: two full batches each
+    for _, idx in batches:
+        assert len({speakers[int(i)] for i in idx}) == 1
+    again = [idx for _, idx in fx.speaker_batches(y[:, None], y, tr, 8, seed=0)(0)]
+    assert all(torch.equal(a, b) for a, (_, b) in zip(again, batches))
 
 
 def test_fsdd_feature_cache_round_trip(tmp_path):
