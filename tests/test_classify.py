@@ -340,7 +340,7 @@ def test_adapt_standardises_the_head_input_by_the_new_clips_and_resets():
     before = model(spec).logits
     shifted = spec + 3.0  # a new channel: every clip louder
     feats = model.pool(shifted).detach()
-    model.adapt(feats)
+    model.adapt(feats, prior_clips=0)
     np.testing.assert_allclose(model.head_norm.running_mean.numpy(), feats.mean(0).numpy(), rtol=1e-6)
     normed = model.head_norm(feats)  # eval mode: the adapted statistics
     bias = model.head_norm.bias.detach().numpy()
@@ -350,6 +350,9 @@ def test_adapt_standardises_the_head_input_by_the_new_clips_and_resets():
     assert torch.equal(model.head_norm.running_mean, trained[0])
     assert torch.equal(model.head_norm.running_var, trained[1])
     assert torch.allclose(model(spec).logits, before)
+    model.adapt(feats[:1].expand(3, -1))  # identical clips: the training variance remains
+    assert torch.allclose(model.head_norm.running_var, trained[1] * 4 / 7)
+    model.reset_adaptation()
     with pytest.raises(ValueError, match="N >= 2"):
         model.adapt(feats[:1])
     with pytest.raises(ValueError, match="head_norm='batch'"):

@@ -280,11 +280,13 @@ class AudioClassifier(nn.Module):
 
     # ---- adaptation ---------------------------------------------------------------------
     @torch.no_grad()
-    def adapt(self, features: torch.Tensor) -> None:
+    def adapt(self, features: torch.Tensor, prior_clips: float = 4.0) -> None:
         """Adapt to a new speaker or channel from unlabelled clips: the head's normalisation
         statistics become those of ``features`` ``(N, D)``, the pooled features (:meth:`pool`)
-        of N >= 2 clips of it (AdaBN, Li et al. 2016). For tasks where the speaker is a nuisance
-        (words, digits, commands); :meth:`reset_adaptation` undoes it."""
+        of N >= 2 clips of it (AdaBN, Li et al. 2016). The variance is pooled with the training
+        one as if it came from ``prior_clips`` more clips, so that a few (or identical) clips
+        cannot blow a feature up. For tasks where the speaker is a nuisance (words, digits,
+        commands); :meth:`reset_adaptation` undoes it."""
         norm = self.head_norm
         if not isinstance(norm, nn.BatchNorm1d) or norm.running_mean is None:
             raise ValueError("adapt needs the batch-normalised head (head_norm='batch')")
@@ -292,11 +294,16 @@ class AudioClassifier(nn.Module):
             raise ValueError(
                 f"adapt needs pooled features (N >= 2, {norm.num_features}), got {tuple(features.shape)}"
             )
+        if prior_clips < 0:
+            raise ValueError(f"prior_clips must be >= 0, got {prior_clips}")
         if "_trained_norm" not in self.__dict__:
             self.__dict__["_trained_norm"] = (norm.running_mean.clone(), norm.running_var.clone())
+        trained_var = self.__dict__["_trained_norm"][1]
         feats = features.to(norm.running_mean)
+        n = feats.shape[0]
         norm.running_mean.copy_(feats.mean(0))
-        norm.running_var.copy_(feats.var(0, unbiased=False))
+        var = feats.var(0, unbiased=False)
+        norm.running_var.copy_((n * var + prior_clips * trained_var) / (n + prior_clips))
 
     def reset_adaptation(self) -> None:
         """Restore the head's normalisation statistics from training (after :meth:`adapt`)."""
