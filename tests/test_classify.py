@@ -268,8 +268,9 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
         "out_dir": str(tmp_path / "run"),
         "train": dict(steps=4, batch_size=8, log_every=0, tensorboard=False, progress=False, device="cpu"),
     }
-    out = run_finetune(FinetuneSettings.from_dict(cfg))
+    out = run_finetune(FinetuneSettings.from_dict({**cfg, "adapt": True}))
     assert 0.0 <= out["acc"] <= 1.0 and len(out["confusion"]) == 3
+    assert 0.0 <= out["acc_adapted"] <= 1.0
     assert (tmp_path / "run" / "test.json").exists()
     wav = sorted((tmp_path / "run" / "synthetic_data").glob("1_s2_*.wav"))[0]
     assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--top-k", "2"]) == 0
@@ -357,3 +358,22 @@ def test_adapt_standardises_the_head_input_by_the_new_clips_and_resets():
         model.adapt(feats[:1])
     with pytest.raises(ValueError, match="head_norm='batch'"):
         AudioClassifier(tiny_encoder(), 2, head_norm="layer").adapt(feats)
+
+
+def test_adapted_accuracy_adapts_per_group_and_restores_the_model():
+    from audiomae.classify.finetune import adapted_accuracy
+
+    model = AudioClassifier(tiny_encoder(), 2, mode="finetune").eval()
+    spec, y = separable_data(24)
+    groups = ["a"] * 12 + ["b"] * 11 + ["c"]  # "c": one clip, scored unadapted
+    spec[12:23] += 2.0  # group b: another channel
+    trained = model.head_norm.running_mean.clone()
+    acc = adapted_accuracy(model, spec, y, groups, batch_size=5)
+    manual = 0
+    for rows in (slice(0, 12), slice(12, 23)):
+        model.adapt(model.pool(spec[rows]).detach())
+        manual += int((model(spec[rows]).logits.argmax(-1) == y[rows]).sum())
+        model.reset_adaptation()
+    manual += int(model(spec[23:]).logits.argmax(-1)[0] == y[23])
+    assert acc == pytest.approx(manual / 24)
+    assert torch.equal(model.head_norm.running_mean, trained)

@@ -45,6 +45,8 @@ def main(cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     if dist_utils.is_main():
         result = out["result"]
         score = f"accuracy {out['acc']:.4f}" if "acc" in out else f"mAP {out['map']:.4f}"
+        if "acc_adapted" in out:
+            score += f" ({out['acc_adapted']:.4f} adapted to each test {settings.data.split_column})"
         print(
             f"done: {result.steps} steps in {result.elapsed_s:.0f} s; test {score}; "
             f"model in {Path(settings.out_dir) / 'model'}"
