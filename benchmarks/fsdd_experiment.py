@@ -36,6 +36,7 @@ from audiomae.augment import AugmentConfig  # noqa: E402
 from audiomae.classify import (  # noqa: E402
     AudioClassifier,
     ClassificationTask,
+    adapted_evaluate,
     evaluate,
     fit_spectrogram,
     log_mels,
@@ -337,15 +338,10 @@ def speaker_batches(spec: torch.Tensor, y, tr_idx, batch_size: int, seed: int):
 def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx):
     """(accuracy, confusion) of ``model`` on the test clips after :meth:`AudioClassifier.adapt`
     to ``args.enrol`` random test clips of the speaker (all when 0), their labels unread."""
-    pick = te_idx
+    reference = None
     if 0 < args.enrol < len(te_idx):
-        order = np.random.default_rng(args.seed).permutation(len(te_idx))[: args.enrol]
-        pick = te_idx[torch.from_numpy(np.sort(order))]
-    model.eval()
-    with torch.no_grad():
-        model.adapt(torch.cat([model.pool(spec[i]) for i in pick.split(128)]))
-    out = evaluate(model, spec[te_idx], y[te_idx])
-    model.reset_adaptation()
+        reference = torch.from_numpy(enrolment_mask(np.zeros(len(te_idx)), args.enrol, seed=args.seed))
+    out = adapted_evaluate(model, spec[te_idx], y[te_idx], [0] * len(te_idx), reference)
     return out["acc"], np.array(out["confusion"])
 
 

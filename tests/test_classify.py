@@ -377,3 +377,19 @@ def test_adapted_accuracy_adapts_per_group_and_restores_the_model():
     manual += int(model(spec[23:]).logits.argmax(-1)[0] == y[23])
     assert acc == pytest.approx(manual / 24)
     assert torch.equal(model.head_norm.running_mean, trained)
+
+
+def test_adapted_evaluate_adapts_from_the_enrolment_clips_only():
+    from audiomae.classify import adapted_evaluate
+
+    model = AudioClassifier(tiny_encoder(), 2, mode="finetune").eval()
+    spec, y = separable_data(12)
+    spec = spec + 1.5
+    reference = torch.zeros(12, dtype=torch.bool)
+    reference[:4] = True
+    out = adapted_evaluate(model, spec, y, ["s"] * 12, reference)
+    model.adapt(model.pool(spec[:4]).detach())
+    pred = model(spec).logits.argmax(-1)
+    model.reset_adaptation()
+    assert out["acc"] == pytest.approx(float((pred == y).float().mean()))
+    assert sum(map(sum, out["confusion"])) == 12

@@ -18,7 +18,14 @@ mean average precision (:func:`mean_average_precision`).
 """
 
 from audiomae.classify.data import FinetuneData, fit_spectrogram, load_labelled, log_mels
-from audiomae.classify.finetune import FinetuneSettings, build_encoder, evaluate, run_finetune
+from audiomae.classify.finetune import (
+    FinetuneSettings,
+    adapted_accuracy,
+    adapted_evaluate,
+    build_encoder,
+    evaluate,
+    run_finetune,
+)
 from audiomae.classify.metrics import accuracy, average_precision, confusion_matrix, mean_average_precision
 from audiomae.classify.model import (
     AudioClassifier,
@@ -47,5 +54,7 @@ __all__ = [
     "fit_spectrogram",
     "build_encoder",
     "evaluate",
+    "adapted_evaluate",
+    "adapted_accuracy",
     "run_finetune",
 ]

@@ -90,24 +90,41 @@ def evaluate(model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, b
     }
 
 
-def adapted_accuracy(
-    model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, groups: list, batch_size: int = 128
-) -> float:
-    """Accuracy over all clips with the model adapted to each group (speaker, channel) from that
-    group's own clips, labels unread (:meth:`AudioClassifier.adapt`); groups of one clip are
-    scored unadapted. The model is left as it was."""
+def adapted_evaluate(
+    model: AudioClassifier,
+    spec: torch.Tensor,
+    target: torch.Tensor,
+    groups: list,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 128,
+) -> dict:
+    """:func:`evaluate`'s ``acc`` and ``confusion`` over all clips, each group (speaker, channel)
+    scored with the model adapted to it (:meth:`AudioClassifier.adapt`) from its own clips, or
+    only those where the bool mask ``reference`` is set (an enrolment set), labels unread; a
+    group with fewer than two such clips is scored unadapted. The model is left as it was."""
     model.eval()
-    correct = 0
+    device = next(model.parameters()).device
+    keep = torch.ones(len(groups), dtype=torch.bool) if reference is None else reference.bool()
+    correct, confusion = 0.0, None
     for name in sorted(set(groups)):
-        idx = torch.tensor([i for i, g in enumerate(groups) if g == name])
+        members = torch.tensor([g == name for g in groups])
+        idx, enrol = members.nonzero().flatten(), (members & keep).nonzero().flatten()
         with torch.no_grad():
-            if len(idx) > 1:
-                device = next(model.parameters()).device
-                model.adapt(torch.cat([model.pool(spec[i].to(device)) for i in idx.split(batch_size)]))
+            if len(enrol) > 1:
+                model.adapt(torch.cat([model.pool(spec[i].to(device)) for i in enrol.split(batch_size)]))
             out = evaluate(model, spec[idx], target[idx], batch_size)
         model.reset_adaptation()
         correct += out["acc"] * len(idx)
-    return correct / len(groups)
+        part = torch.tensor(out["confusion"])
+        confusion = part if confusion is None else confusion + part
+    return {"acc": correct / len(groups), "confusion": confusion.tolist()}
+
+
+def adapted_accuracy(
+    model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, groups: list, batch_size: int = 128
+) -> float:
+    """The accuracy of :func:`adapted_evaluate`, every clip of a group adapting to it."""
+    return adapted_evaluate(model, spec, target, groups, batch_size=batch_size)["acc"]
 
 
 def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
