@@ -73,8 +73,9 @@ def run_classify_command(args: argparse.Namespace) -> int:
         raise ValueError("--adapt needs 2 or more files of the speaker or channel to adapt to")
     model = AudioClassifier.from_pretrained(args.checkpoint)
     sr = model.encoder.feature_cfg.sample_rate
-    waves = [torch.from_numpy(load_audio(path, sr=sr)).unsqueeze(0) for path in args.files]
-    if args.adapt:
+    waves = (torch.from_numpy(load_audio(path, sr=sr)).unsqueeze(0) for path in args.files)
+    if args.adapt:  # every file is needed before the first label; otherwise one at a time
+        waves = list(waves)
         model.adapt(torch.cat([model.pooled(w) for w in waves]))
     for path, wave in zip(args.files, waves):
         top = model.predict(wave, top_k=args.top_k)[0]
