@@ -41,7 +41,7 @@ from audiomae.classify import (  # noqa: E402
     fit_spectrogram,
     log_mels,
 )
-from audiomae.classify.adapt import enrolment_mask, group_standardize  # noqa: E402
+from audiomae.classify.adapt import cluster_refine, enrolment_mask, group_standardize  # noqa: E402
 from audiomae.classify.model import POOLINGS  # noqa: E402
 from audiomae.config import FeatureConfig, model_preset  # noqa: E402
 from audiomae.features import NormStats  # noqa: E402
@@ -64,6 +64,13 @@ SETTINGS = {
 ADAPTED = {
     "scratch": "(a2) as (a), adapted to the test speaker",
     "finetune": "(c2) as (c), adapted to the test speaker",
+}
+# ... and then its labels refined by the clusters the speaker's clips form (cluster_refine).
+REFINED = {
+    "scratch": "(a3) as (a2), labels refined by clustering the speaker's clips",
+    "finetune": "(c3) as (c2), labels refined by clustering the speaker's clips",
+    "layers-spk": "(b4) as (b3), labels refined by clustering the speaker's clips",
+    "mfcc-spk": "(d3) as (d2), labels refined by clustering the speaker's clips",
 }
 N_MFCC = 20
 
@@ -216,11 +223,21 @@ def layer_stats(encoder: AudioMAE, raw: torch.Tensor, segments: int = 5, batch: 
 
 
 def mfcc_baseline(
-    raw: torch.Tensor, y, tr_idx, te_idx, n_classes: int, seed: int, features=mfcc_stats, c: float = 1.0
+    raw: torch.Tensor,
+    y,
+    tr_idx,
+    te_idx,
+    n_classes: int,
+    seed: int,
+    features=mfcc_stats,
+    c: float = 1.0,
+    refine: bool = False,
 ):
     """The classic baseline: standardised MFCC statistics (``features(raw)``, one row per clip),
     multinomial logistic regression (scikit-learn, inverse regularisation ``c``); returns
-    (accuracy, confusion)."""
+    (accuracy, confusion) and, with ``refine``, (accuracy, confusion) of the test clips' labels
+    refined by clustering (:func:`~audiomae.classify.adapt.cluster_refine`; the test clips are
+    one speaker's)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -228,10 +245,18 @@ def mfcc_baseline(
     x = features(raw)
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
     clf.fit(x[tr_idx.numpy()], y[tr_idx].numpy())
-    pred = clf.predict(x[te_idx.numpy()])
-    conf = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(conf, (y[te_idx].numpy(), pred), 1)
-    return float((pred == y[te_idx].numpy()).mean()), conf
+    truth = y[te_idx].numpy()
+
+    def scored(pred):
+        conf = np.zeros((n_classes, n_classes), dtype=int)
+        np.add.at(conf, (truth, pred), 1)
+        return float((pred == truth).mean()), conf
+
+    test = x[te_idx.numpy()]
+    if not refine:
+        return scored(clf.predict(test))
+    scaled = clf[0].transform(test)
+    return (*scored(clf.predict(test)), scored(cluster_refine(scaled, clf[-1].decision_function(scaled))))
 
 
 def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr_idx, te_idx, workdir):
@@ -242,10 +267,18 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         if setting.endswith("-spk"):
             feats = speaker_standardized(args, feats, tr_idx, te_idx)
         c = 0.1 if setting.startswith("layers") else 1.0
-        acc, conf = mfcc_baseline(
-            raw, y, tr_idx, te_idx, _STATE["n_classes"], args.seed, features=lambda _: feats, c=c
+        acc, conf, *refined = mfcc_baseline(
+            raw,
+            y,
+            tr_idx,
+            te_idx,
+            _STATE["n_classes"],
+            args.seed,
+            features=lambda _: feats,
+            c=c,
+            refine=setting.endswith("-spk"),
         )
-        return acc, conf, time.perf_counter() - t0
+        return acc, conf, time.perf_counter() - t0, *[("refine", *r) for r in refined]
     steps = args.steps
     common = dict(
         steps=steps,
@@ -310,8 +343,8 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     out = evaluate(model, spec[te_idx], y[te_idx])
     if not args.adapt:
         return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
-    adapted = adapted_score(args, model, spec, y, te_idx)
-    return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0, adapted
+    adapted = [(k, *adapted_score(args, model, spec, y, te_idx, k == "refine")) for k in ("adapt", "refine")]
+    return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0, *adapted
 
 
 def speaker_batches(spec: torch.Tensor, y, tr_idx, batch_size: int, seed: int):
@@ -335,13 +368,14 @@ def speaker_batches(spec: torch.Tensor, y, tr_idx, batch_size: int, seed: int):
     return epoch
 
 
-def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx):
+def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx, refine: bool = False):
     """(accuracy, confusion) of ``model`` on the test clips after :meth:`AudioClassifier.adapt`
-    to ``args.enrol`` random test clips of the speaker (all when 0), their labels unread."""
+    to ``args.enrol`` random test clips of the speaker (all when 0), their labels unread;
+    ``refine``: the labels then refined by clustering (:func:`adapted_evaluate`)."""
     reference = None
     if 0 < args.enrol < len(te_idx):
         reference = torch.from_numpy(enrolment_mask(np.zeros(len(te_idx)), args.enrol, seed=args.seed))
-    out = adapted_evaluate(model, spec[te_idx], y[te_idx], [0] * len(te_idx), reference)
+    out = adapted_evaluate(model, spec[te_idx], y[te_idx], [0] * len(te_idx), reference, refine=refine)
     return out["acc"], np.array(out["confusion"])
 
 
@@ -373,10 +407,10 @@ def run_item(item):
     tr_idx = torch.tensor([i for i, c in enumerate(full.clips) if c.path in chosen])
     te_idx = torch.tensor([i for i, c in enumerate(full.clips) if c.get("speaker") == spk])
     with tempfile.TemporaryDirectory() as tmp:
-        acc, conf, secs, *adapted = train_one(
+        acc, conf, secs, *extra = train_one(
             args, setting, st["pretrained"], st["raw"], st["y"], tr_idx, te_idx, tmp
         )
-    return setting, frac, spk, len(tr_idx), acc, conf, secs, *adapted
+    return setting, frac, spk, len(tr_idx), acc, conf, secs, *extra
 
 
 def load_features(args, pretrained: AudioMAE):
@@ -443,17 +477,20 @@ def clip_log_mels(args, pretrained: AudioMAE, labels: LabelSet, name):
 
 
 def _collect(outcome, results, confusions, bar, names=SETTINGS) -> None:
-    """Record one run's outcome; an 8th element is the adapted classifier's (accuracy, confusion)."""
-    setting, frac, spk, n_train, acc, conf, secs, *adapted = outcome
-    scores = [(setting, acc, conf)] + [(f"{setting}-adapt", *a) for a in adapted]
+    """Record one run's outcome; elements after the 7th are further scores of the same run,
+    (name, accuracy, confusion): "adapt" (the classifier adapted to the test speaker), "refine"
+    (its labels then refined by clustering)."""
+    setting, frac, spk, n_train, acc, conf, secs, *extra = outcome
+    scores = [(setting, acc, conf)] + [(f"{setting}-{k}", a, c) for k, a, c in extra]
     for name, a, c in scores:
         key = f"{name}@{frac:g}"
         results.setdefault(key, {})[spk] = a
         confusions[key] = confusions.get(key, 0) + c
     bar.update(1)
+    more = "".join(f" {k} {a:.4f}" for k, a, _ in extra)
     bar.write(
         f"{names[setting]:30s} labels {frac:4.0%} ({n_train:4d} clips) test {spk:9s} "
-        f"acc {acc:.4f}{f' adapted {adapted[0][0]:.4f}' if adapted else ''} ({secs:.0f} s)"
+        f"acc {acc:.4f}{more} ({secs:.0f} s)"
     )
 
 
@@ -580,6 +617,7 @@ def settings_table(
     ]
     rows = [(s, names[s]) for s in args.settings]
     rows += [(f"{s}-adapt", ADAPTED[s]) for s in args.settings if s in ADAPTED]
+    rows += [(f"{s}-refine", REFINED[s]) for s in args.settings if s in REFINED]
     for key, name in rows:
         if not any(f"{key}@{f:g}" in summary for f in fracs):
             continue

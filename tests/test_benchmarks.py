@@ -32,6 +32,8 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
     )  # fmt: skip
     settings = ("scratch", "probe", "finetune", "mfcc", "layers", "layers-spk", "mfcc-spk")
     settings += ("scratch-adapt", "finetune-adapt")  # the same runs' classifiers adapted to the test speaker
+    # ... and their labels (and the per-speaker probes') refined by clustering the speaker's clips
+    settings += ("scratch-refine", "finetune-refine", "layers-spk-refine", "mfcc-spk-refine")
     assert set(payload["results"]) == {f"{s}@{f}" for s in settings for f in ("1", "0.5")}
     for r in payload["results"].values():
         assert 0.0 <= r["folds"]["s1"] <= 1.0
@@ -39,6 +41,7 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
     md = (out / "fsdd.md").read_text()
     assert "(c) fine-tune, pretrained" in md and "--random-encoder" in md
     assert "(c2) as (c), adapted to the test speaker" in md
+    assert "(b4) as (b3), labels refined by clustering the speaker's clips" in md
     assert (out / "fsdd_confusion.png").stat().st_size > 1000
 
 
@@ -51,7 +54,7 @@ def test_fsdd_speaker_batches_hold_one_speaker_each(tmp_path):
          "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
          "--fractions", "1.0", "--jobs", "1", "--settings", "finetune", "--speaker-batches", "--enrol", "5"]
     )  # fmt: skip
-    assert set(payload["results"]) == {"finetune@1", "finetune-adapt@1"}
+    assert set(payload["results"]) == {"finetune@1", "finetune-adapt@1", "finetune-refine@1"}
     y = torch.arange(len(fx._STATE["full"]))
     tr = torch.tensor([i for i, c in enumerate(fx._STATE["full"].clips) if c.get("speaker") != "s1"])
     speakers = fx._STATE["full"].column("speaker")

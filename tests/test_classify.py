@@ -270,7 +270,7 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
     }
     out = run_finetune(FinetuneSettings.from_dict({**cfg, "adapt": True}))
     assert 0.0 <= out["acc"] <= 1.0 and len(out["confusion"]) == 3
-    assert 0.0 <= out["acc_adapted"] <= 1.0
+    assert 0.0 <= out["acc_adapted"] <= 1.0 and 0.0 <= out["acc_refined"] <= 1.0
     assert (tmp_path / "run" / "test.json").exists()
     wav = sorted((tmp_path / "run" / "synthetic_data").glob("1_s2_*.wav"))[0]
     assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--top-k", "2"]) == 0
@@ -279,8 +279,16 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
     wavs = sorted((tmp_path / "run" / "synthetic_data").glob("*_s2_*.wav"))[:4]
     assert main(["classify", str(tmp_path / "run" / "model"), *map(str, wavs), "--adapt"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert (
+        main(["classify", str(tmp_path / "run" / "model"), *map(str, wavs), "--refine", "--top-k", "2"]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    # the clustered label first, then the classifier's top 2
+    assert len(lines) == 4 and all(len(x.split("\t")) == 4 for x in lines)
+    labels = AudioClassifier.from_pretrained(tmp_path / "run" / "model").cfg.labels
+    assert all(x.split("\t")[1] in labels for x in lines)
     assert main(["classify", str(tmp_path / "run" / "model"), str(wav), "--adapt"]) == 2
-    assert "--adapt needs 2 or more files" in capsys.readouterr().err
+    assert "--adapt and --refine need 2 or more files" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown fine-tune settings"):
         FinetuneSettings.from_dict({**cfg, "lr": 1.0})
 
@@ -390,6 +398,22 @@ def test_adapted_evaluate_adapts_from_the_enrolment_clips_only():
     out = adapted_evaluate(model, spec, y, ["s"] * 12, reference)
     model.adapt(model.pool(spec[:4]).detach())
     pred = model(spec).logits.argmax(-1)
+    model.reset_adaptation()
+    assert out["acc"] == pytest.approx(float((pred == y).float().mean()))
+    assert sum(map(sum, out["confusion"])) == 12
+
+
+def test_adapted_evaluate_refine_scores_the_clustered_labels():
+    from audiomae.classify import adapted_evaluate
+    from audiomae.classify.adapt import cluster_refine
+
+    model = AudioClassifier(tiny_encoder(), 2, mode="finetune").eval()
+    spec, y = separable_data(12)
+    out = adapted_evaluate(model, spec, y, ["s"] * 12, refine=True)
+    with torch.no_grad():
+        model.adapt(model.pool(spec))
+        z = model.head_norm(model.pool(spec))
+        pred = torch.from_numpy(cluster_refine(z.numpy(), model.head(z).numpy()))
     model.reset_adaptation()
     assert out["acc"] == pytest.approx(float((pred == y).float().mean()))
     assert sum(map(sum, out["confusion"])) == 12

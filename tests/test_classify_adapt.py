@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from audiomae.classify.adapt import enrolment_mask, group_standardize
+from audiomae.classify.adapt import cluster_refine, enrolment_mask, group_standardize
 
 
 def test_each_group_is_standardised_by_its_own_statistics():
@@ -40,3 +40,25 @@ def test_enrolment_mask_picks_per_group_rows_reproducibly():
     m = enrolment_mask(groups, 5, seed=1)
     assert m[groups == "a"].sum() == 5 and m[groups == "b"].sum() == 3
     assert np.array_equal(m, enrolment_mask(groups, 5, seed=1))
+
+
+def test_cluster_refine_relabels_clips_by_the_clusters_they_form():
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    truth = np.repeat([0, 1, 2], 20)
+    x = centres[truth] + rng.standard_normal((60, 3)) * 0.5
+    logits = np.eye(3)[truth] * 2.0
+    wrong = rng.choice(60, 12, replace=False)  # a fifth confidently mislabelled
+    logits[wrong] = np.eye(3)[(truth[wrong] + 1) % 3] * 2.0
+    assert (logits.argmax(1) == truth).mean() == pytest.approx(0.8)
+    np.testing.assert_array_equal(cluster_refine(x, logits), truth)
+
+
+def test_cluster_refine_keeps_an_empty_class_out_and_checks_shapes():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    logits = np.array([[3.0, 0.0, -9.0], [3.0, 0.0, -9.0], [0.0, 3.0, -9.0], [0.0, 3.0, -9.0]])
+    np.testing.assert_array_equal(cluster_refine(x, logits), [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="rounds"):
+        cluster_refine(x, logits, rounds=0)
+    with pytest.raises(ValueError, match="logits"):
+        cluster_refine(x, logits[:3])

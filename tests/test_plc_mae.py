@@ -539,6 +539,29 @@ def test_hooks_see_each_mae_window_and_may_replace_a_lost_packet(parts):
     np.testing.assert_array_equal(out[31 * P + FADE : 32 * P], 0.5)  # the replacement, after the cross-fade
 
 
+def test_reshape_hook_gets_each_rendering_and_what_it_returns_is_played():
+    from audiomae.plc.mae import FADE, LPC_DEFAULTS, ConcealerHooks
+
+    x = voiced(1.0)
+    lost = np.zeros(len(x) // P, bool)
+    lost[[20, 30, 31]] = True
+    lossy = x * ~np.repeat(lost, P)[: x.size]
+    asked = []
+
+    class Hooks(ConcealerHooks):
+        def reshape(self, packet, audio):
+            asked.append((packet.index, packet.burst, packet.bridged, audio.size))
+            return audio * 0 if packet.index == 20 else audio
+
+    config = ConcealerConfig(**LPC_DEFAULTS)
+    plain = conceal(lossy, lost, MAEConcealer(lookahead=1, config=config))
+    out = conceal(lossy, lost, MAEConcealer(lookahead=1, config=config, hooks=Hooks()))
+    # With one packet of lookahead a gap's last packet is bridged to the packet after it.
+    assert asked == [(20, 1, True, P + FADE), (30, 1, False, P + FADE), (31, 2, True, P + FADE)]
+    np.testing.assert_array_equal(out[20 * P + FADE : 21 * P], 0.0)  # bridged: no fade, no comfort noise
+    np.testing.assert_array_equal(out[22 * P :], plain[22 * P :])  # unchanged audio plays as before
+
+
 @pytest.fixture
 def no_model_loading(monkeypatch):
     """Every way a concealer gets its model's weights raises."""

@@ -52,4 +52,29 @@ def enrolment_mask(groups: Sequence, per_group: int, seed: int = 0) -> np.ndarra
     return mask
 
 
-__all__ = ["group_standardize", "enrolment_mask"]
+def cluster_refine(features: np.ndarray, logits: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Class labels for one speaker's clips refined by the clusters they form, as SHOT's
+    pseudo-labels (Liang et al., 2020): class centroids of ``features`` ``(N, D)`` (the head's
+    normalised features) weighted by the classifier's probabilities from ``logits`` ``(N, C)``;
+    each clip takes the class of its nearest centroid (cosine); ``rounds`` times, the centroids
+    then being the means of the clips so labelled (a class left empty keeps its centroid).
+    Labels are never read."""
+    z = np.asarray(features, dtype=np.float64)
+    z = z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)
+    logits = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or logits.shape[0] != z.shape[0] or rounds < 1:
+        raise ValueError(
+            f"need (N, D) features, (N, C) logits and rounds >= 1, got {z.shape}, {logits.shape}, {rounds}"
+        )
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    centroids = p.T @ z / (p.sum(0)[:, None] + 1e-12)
+    for _ in range(rounds):
+        labels = np.argmax(z @ (centroids / (np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-12)).T, 1)
+        onehot = np.eye(logits.shape[1])[labels]
+        count = onehot.sum(0)
+        centroids = np.where(count[:, None] > 0, onehot.T @ z / np.maximum(count, 1)[:, None], centroids)
+    return labels
+
+
+__all__ = ["cluster_refine", "enrolment_mask", "group_standardize"]

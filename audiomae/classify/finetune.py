@@ -97,11 +97,14 @@ def adapted_evaluate(
     groups: list,
     reference: torch.Tensor | None = None,
     batch_size: int = 128,
+    refine: bool = False,
 ) -> dict:
     """:func:`evaluate`'s ``acc`` and ``confusion`` over all clips, each group (speaker, channel)
     scored with the model adapted to it (:meth:`AudioClassifier.adapt`) from its own clips, or
     only those where the bool mask ``reference`` is set (an enrolment set), labels unread; a
-    group with fewer than two such clips is scored unadapted. The model is left as it was."""
+    group with fewer than two such clips is scored unadapted. ``refine``: each group's labels
+    then refined by the clusters its clips form (:func:`~audiomae.classify.adapt.cluster_refine`).
+    The model is left as it was."""
     model.eval()
     device = next(model.parameters()).device
     keep = torch.ones(len(groups), dtype=torch.bool) if reference is None else reference.bool()
@@ -112,12 +115,24 @@ def adapted_evaluate(
         with torch.no_grad():
             if len(enrol) > 1:
                 model.adapt(torch.cat([model.pool(spec[i].to(device)) for i in enrol.split(batch_size)]))
-            out = evaluate(model, spec[idx], target[idx], batch_size)
+            out = (_refined if refine else evaluate)(model, spec[idx], target[idx], batch_size)
         model.reset_adaptation()
         correct += out["acc"] * len(idx)
         part = torch.tensor(out["confusion"])
         confusion = part if confusion is None else confusion + part
     return {"acc": correct / len(groups), "confusion": confusion.tolist()}
+
+
+def _refined(model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, batch_size: int) -> dict:
+    """``acc`` and ``confusion`` of one group's clips labelled by :meth:`AudioClassifier.refine`."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        feats = torch.cat([model.pool(spec[i].to(device)) for i in torch.arange(len(spec)).split(batch_size)])
+    pred = model.refine(feats)
+    return {
+        "acc": float((pred == target).float().mean()),
+        "confusion": confusion_matrix(pred, target, model.cfg.num_classes).tolist(),
+    }
 
 
 def adapted_accuracy(
@@ -186,6 +201,9 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
     if s.adapt and s.data.split_column and not train_set.multilabel and s.head_norm == "batch":
         groups = test_set.column(s.data.split_column)
         metrics["acc_adapted"] = adapted_accuracy(model, x_test, y_test, groups, b)
+        metrics["acc_refined"] = adapted_evaluate(model, x_test, y_test, groups, batch_size=b, refine=True)[
+            "acc"
+        ]
     if info.rank == 0:
         text = json.dumps({**metrics, "labels": list(train_set.classes), "steps": result.steps}, indent=1)
         atomic_write(out / "test.json", lambda tmp: Path(tmp).write_text(text))

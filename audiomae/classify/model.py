@@ -305,6 +305,18 @@ class AudioClassifier(nn.Module):
         var = feats.var(0, unbiased=False)
         norm.running_var.copy_((n * var + prior_clips * trained_var) / (n + prior_clips))
 
+    @torch.no_grad()
+    def refine(self, features: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(N,)`` for N clips of one speaker or channel from their pooled features
+        ``(N, D)``, refined by the clusters the clips form
+        (:func:`~audiomae.classify.adapt.cluster_refine`; after :meth:`adapt` to the same clips)."""
+        from audiomae.classify.adapt import cluster_refine
+
+        if self.cfg.multilabel:
+            raise ValueError("refine labels clips of single-label models only")
+        z = self.head_norm(features)
+        return torch.from_numpy(cluster_refine(z.cpu().numpy(), self.head(z).cpu().numpy()))
+
     def reset_adaptation(self) -> None:
         """Restore the head's normalisation statistics from training (after :meth:`adapt`)."""
         saved = self.__dict__.pop("_trained_norm", None)

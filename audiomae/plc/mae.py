@@ -178,6 +178,11 @@ class ConcealerHooks:
         ``predicted`` one (a tensor with the torch backend, an array with onnx)."""
         return predicted
 
+    def reshape(self, packet: LostPacket, audio: np.ndarray) -> np.ndarray:
+        """What to play for a lost packet given the concealer's rendering ``audio``
+        ``(packet.size,)`` (before the fade into comfort noise); ``audio`` unchanged here."""
+        return audio
+
     def replace(self, packet: LostPacket) -> np.ndarray | None:
         """Samples ``(packet.size,)`` to play instead of the concealment (at full level), or None."""
         return None
@@ -365,6 +370,7 @@ class MAEConcealer(StreamingConcealer):
         gains = self._burst_gains() if bridge is None else np.ones_like(rendered)
         if self.hooks is not None:
             event = LostPacket(self.emit_index, s.burst, bridge is not None, rendered.size)
+            rendered = np.asarray(self.hooks.reshape(event, rendered), dtype=np.float32)
             replaced = self.hooks.replace(event)
             if replaced is not None:
                 rendered, gains = np.asarray(replaced, dtype=np.float32), np.ones_like(rendered)
