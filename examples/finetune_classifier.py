@@ -50,6 +50,13 @@ clips = sorted((out_dir / "synthetic_data").glob("*_s2_*.wav"))
 waves = [torch.from_numpy(load_audio(f)).unsqueeze(0) for f in clips]
 labels = [f.name.split("_")[0] for f in clips]
 before = sum(classifier.predict(w, top_k=1)[0][0][0] == y for w, y in zip(waves, labels)) / len(clips)
-classifier.adapt(torch.cat([classifier.pooled(w) for w in waves]))
+pooled = torch.cat([classifier.pooled(w) for w in waves])
+classifier.adapt(pooled)
 after = sum(classifier.predict(w, top_k=1)[0][0][0] == y for w, y in zip(waves, labels)) / len(clips)
-print(f"unseen speaker, {len(clips)} clips: {before:.1%} before adaptation, {after:.1%} after")
+# ... and each clip labelled by the cluster it falls in among the speaker's clips.
+clustered = [classifier.cfg.labels[int(i)] for i in classifier.refine(pooled)]
+refined = sum(c == y for c, y in zip(clustered, labels)) / len(clips)
+print(
+    f"unseen speaker, {len(clips)} clips: {before:.1%} before adaptation, {after:.1%} after, "
+    f"{refined:.1%} with labels refined by clustering"
+)

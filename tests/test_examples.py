@@ -47,7 +47,7 @@ def test_pretrain_folder(tmp_path):
 @pytest.mark.parametrize("encoder", ["audiomae/assets/mae_tiny_speech"])
 def test_finetune_classifier(tmp_path, encoder):
     out = run("finetune_classifier.py", "--steps", "12", "--encoder", encoder, "--out", str(tmp_path / "run"))
-    assert "accuracy on the unseen speaker" in out and "after" in out
+    assert "accuracy on the unseen speaker" in out and "after" in out and "refined by clustering" in out
     assert (tmp_path / "run" / "model" / "config.json").exists()
 
 
