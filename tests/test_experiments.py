@@ -140,3 +140,38 @@ def test_copy_synthesis_screen_scores_its_variants(tmp_path):
     )  # fmt: skip
     assert set(res) == {"nnls30", "flat30_heap_dc1", "library"}
     assert all(len(r["pesq"]) == 2 and np.isfinite(r["pesq"]).all() for r in res.values())
+
+
+def test_bridge_bands_records_bridges_and_its_oracle_shapes_them_to_the_clean_bands():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    bridge = _script("bridge_bands")
+    from audiomae.plc.mae import LPC_DEFAULTS, ConcealerConfig, MAEConcealer
+    from audiomae.plc.params import FrameParams, band_energies
+
+    P, x = 320, voiced(1.0)
+    lost = np.zeros(len(x) // P, bool)
+    lost[[20, 30, 31]] = True
+    lossy = (x * ~np.repeat(lost, P)[: x.size]).astype(np.float32)
+    hooks = bridge.BridgeBands()
+    hooks.concealer = MAEConcealer(lookahead=1, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks)
+    plain = conceal(lossy, lost, hooks.concealer)
+    assert len(hooks.seen) == 2  # the two gaps' last packets are bridged
+    played, audio, after = hooks.seen[0]
+    np.testing.assert_array_equal(after, x[21 * P : 22 * P])
+    inp, now = bridge.features(played, audio, after)
+    assert inp.shape == ((bridge.HIST_FRAMES + bridge.FRAMES + bridge.AFTER_FRAMES) * 18,)
+    assert now.shape == (bridge.FRAMES, 18) and np.isfinite(inp).all()
+
+    # The oracle moves the bridged packet's bands toward the clean signal's.
+    clean_db = 10 * np.log10(band_energies(x.astype(np.float64)) + 1e-10)
+    oracle = bridge.BridgeBands(clean=FrameParams(band_db=clean_db, hop=160))
+    oracle.concealer = MAEConcealer(lookahead=1, config=ConcealerConfig(**LPC_DEFAULTS), hooks=oracle)
+    shaped = conceal(lossy, lost, oracle.concealer)
+
+    def error(y):
+        got = 10 * np.log10(band_energies(y[: 22 * P].astype(np.float64)) + 1e-10)
+        return np.abs(got - clean_db[: got.shape[0]])[20 * P // 160 + 1 : 21 * P // 160].mean()
+
+    assert error(shaped) < error(plain)
