@@ -185,7 +185,8 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y = torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
     # Clean minus continuation can be -80 dB (a continuation into silence): bound what is learnt.
-    y = y.clamp(-30.0, 30.0)
+    # --cut: only where the clean signal is quieter (a model that may only lower the continuation).
+    y = y.clamp(-30.0, 0.0 if args.cut else 30.0)
     n_dev = len(x) // 10
     xd, yd, xt, yt = x[:n_dev], y[:n_dev], x[n_dev:], y[n_dev:]
     net = build(x.shape[1], args.hidden)
@@ -197,7 +198,7 @@ def train(args) -> None:
         f"corrected {(mu - yd).abs().mean():.2f} dB ({step} steps); median predicted scale "
         f"{scale.median():.2f} dB"
     )
-    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step})
+    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step, "cut": args.cut})
 
 
 def split(out, ahead: int = AHEAD):
@@ -224,6 +225,10 @@ class LearnedBands(ConcealerHooks):
         import torch
 
         self.net = load_model(directory)
+        # A model trained with --cut only lowers the continuation's bands.
+        self.max_boost_db = (
+            0.0 if json.loads((Path(directory) / "config.json").read_text()).get("cut") else None
+        )
         self.torch = torch
         self.alpha, self.b0, self.first_only = alpha, b0, first_only
         self.concealer = None
@@ -240,7 +245,9 @@ class LearnedBands(ConcealerHooks):
             mu, scale = split(self.net(self.torch.from_numpy(inp)[None]))
         mu, scale = mu[0].numpy(), scale[0].numpy()
         trust = self.alpha * self.b0 / (self.b0 + scale.mean(1))
-        return FrameParams(band_db=cont_db + mu, first=start // HOP, hop=HOP, trust=trust)
+        return FrameParams(
+            band_db=cont_db + mu, first=start // HOP, hop=HOP, trust=trust, max_boost_db=self.max_boost_db
+        )
 
 
 def main() -> None:
@@ -254,6 +261,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cut", action="store_true", help="learn only how far the clean bands fall below")
     args = ap.parse_args()
     (make_examples if args.what == "data" else train)(args)
 

@@ -83,6 +83,10 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     "bands-nofade": ("band_db",),
     "excitation+bands-nofade": ("excitation", "band_db"),
     "lpc-nofade": (),
+    # Gains that may only lower the continuation (a model need only say where speech falls).
+    "bands-cut": ("band_db",),
+    "level-cut": ("level_db",),
+    "pitch+bands-cut": ("period", "band_db"),
 }
 NO_FADE = {"full_level_packets": 10**6}
 MAX_SECONDS = 10.0
@@ -202,7 +206,10 @@ def make_concealer(variant: str, lookahead: int, params: FrameParams, clean: np.
     if "vuv" in fields:
         params = dataclasses.replace(params, cutoff=np.where(np.isfinite(params.period), np.nan, 0.0))
         fields = tuple("cutoff" if f == "vuv" else f for f in fields)
-    hooks = OracleParamHooks(params.only(*fields)) if fields else None
+    given = params.only(*fields)
+    if variant.endswith("-cut"):
+        given = dataclasses.replace(given, max_boost_db=0.0)
+    hooks = OracleParamHooks(given) if fields else None
     return MAEConcealer(lookahead=lookahead, config=config, hooks=hooks)
 
 

@@ -160,6 +160,20 @@ def test_shaping_reaches_the_given_energies(field):
     np.testing.assert_allclose(got[:3], 10 * np.log10(target[:3] + 1e-10), atol=1e-3)
 
 
+def test_max_boost_db_zero_only_lowers_bands():
+    history, period = _history_and_period()
+    cont = lpc_continuation(history, period, 960, order=24)
+    start, frames = 800, 200
+    own = 10 * np.log10(band_energies(np.concatenate([history, cont])) + 1e-10)
+    target_db = own + np.where(np.arange(len(BAND_EDGES_HZ)) < 9, 8.0, -8.0)  # low bands up, high down
+    given = FrameParams(band_db=target_db[:frames], max_boost_db=0.0)
+    out = shape_frames(history, cont, given, start)
+    got = 10 * np.log10(band_energies(np.concatenate([history, out])) + 1e-10)
+    inner = slice(7, 10)
+    np.testing.assert_allclose(got[inner, 11:], target_db[inner, 11:], atol=1.5)  # lowered as asked
+    assert (got[inner, :6] < own[inner, :6] + 1.5).all()  # not raised (a little leaks from the cut bands)
+
+
 class _Given(ConcealerHooks):
     def __init__(self, params):
         self.given = params

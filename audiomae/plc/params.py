@@ -90,6 +90,8 @@ class FrameParams:
     ``trust``: ``(T,)`` how far each frame's band or level gains are applied, 0 to 1 (a
     predicted energy applied as far as its predictor is confident); None: fully. A frame whose
     target is NaN keeps its own energy.
+    ``max_boost_db``: the most a band or level gain may raise the continuation (0: it may only
+    lower it); None: up to the shaping's own limit.
     """
 
     period: np.ndarray | None = None
@@ -99,6 +101,7 @@ class FrameParams:
     first: int = 0
     hop: int = HOP_LENGTH
     trust: np.ndarray | None = None
+    max_boost_db: float | None = None
 
     def only(self, *fields: str) -> FrameParams:
         """A copy that gives only ``fields`` (names in :data:`FIELDS`)."""
@@ -378,15 +381,16 @@ def shape_frames(
     weights = band_weights(cfg.n_fft, sample_rate)
     power = np.abs(spec[:, cols]) ** 2
     limit = 10 ** (max_gain_db / 10)
+    top = limit if params.max_boost_db is None else min(limit, 10 ** (params.max_boost_db / 10))
     if params.band_db is not None:
         target = 10 ** (
             np.asarray(params.band_db, dtype=np.float64)[stream_frames[cols]].T / 10
         )  # (bands, F)
-        gain = np.clip(target / (weights @ power + _DB_FLOOR), 1 / limit, limit)
+        gain = np.clip(target / (weights @ power + _DB_FLOOR), 1 / limit, top)
         bin_gain = weights.T @ gain
     else:
         target = 10 ** (np.asarray(params.level_db, dtype=np.float64)[stream_frames[cols]] / 10)
-        bin_gain = np.clip(target / (power.sum(0) + _DB_FLOOR), 1 / limit, limit)[None, :]
+        bin_gain = np.clip(target / (power.sum(0) + _DB_FLOOR), 1 / limit, top)[None, :]
     bin_gain = np.where(np.isfinite(bin_gain), bin_gain, 1.0)
     if params.trust is not None:
         bin_gain = bin_gain ** np.clip(np.asarray(params.trust, dtype=np.float64)[stream_frames[cols]], 0, 1)
