@@ -108,6 +108,15 @@ def make_concealer(variant, lookahead, params, clean) -> MAEConcealer:
             lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks
         )
         return hooks.concealer
+    if variant.startswith("nearest"):  # nearestK@A: the K nearest training examples' correction
+        from band_predictor import NearestBands
+
+        k, alpha = variant.removeprefix("nearest").split("@")
+        hooks = NearestBands(LEARNED["nearest"], k=int(k), alpha=float(alpha))
+        hooks.concealer = MAEConcealer(
+            lookahead=lookahead, config=ConcealerConfig(**LPC_DEFAULTS), hooks=hooks
+        )
+        return hooks.concealer
     if variant.startswith("learned"):
         from band_predictor import LearnedBands
 
@@ -138,6 +147,11 @@ def main() -> None:
     ap.add_argument(
         "--alpha", nargs="+", default=["0.5", "1"], help="its trusts (a trailing f: first lost packet only)"
     )
+    ap.add_argument(
+        "--nearest",
+        help="also shape by the nearest examples' corrections in DIR/examples.npz (band_predictor data)",
+    )
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 16], help="--nearest: neighbours averaged")
     ap.add_argument("--only-learned", action="store_true", help="skip the MAE variants")
     ap.add_argument(
         "--interpolate", action="store_true", help="la1 / la2 only: bands interpolated across the gap"
@@ -154,6 +168,9 @@ def main() -> None:
     if args.forecast:
         LEARNED["forecast"] = args.forecast
         variants += [f"forecast@{a}" for a in args.alpha]
+    if args.nearest:
+        LEARNED["nearest"] = args.nearest
+        variants += [f"nearest{k}@{a}" for k in args.k for a in args.alpha]
     conditions, modes = args.conditions.split(","), ["lpc"]
     if args.interpolate:
         variants, modes = ["lpc", "interp"], ["la1", "la2"]
