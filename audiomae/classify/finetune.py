@@ -108,27 +108,15 @@ def adapted_evaluate(
     model.eval()
     device = next(model.parameters()).device
     keep = torch.ones(len(groups), dtype=torch.bool) if reference is None else reference.bool()
-    correct, confusion = 0.0, None
+    pred = torch.empty(len(groups), dtype=torch.long)
     for name in sorted(set(groups)):
-        members = torch.tensor([g == name for g in groups])
-        idx, enrol = members.nonzero().flatten(), (members & keep).nonzero().flatten()
-        with torch.no_grad():
-            if len(enrol) > 1:
-                model.adapt(torch.cat([model.pool(spec[i].to(device)) for i in enrol.split(batch_size)]))
-            out = (_refined if refine else evaluate)(model, spec[idx], target[idx], batch_size)
+        idx = torch.tensor([g == name for g in groups]).nonzero().flatten()
+        with torch.no_grad():  # each group's clips pooled once, for the adaptation and the labels
+            feats = torch.cat([model.pool(spec[i].to(device)) for i in idx.split(batch_size)])
+            if int(keep[idx].sum()) > 1:
+                model.adapt(feats[keep[idx].to(feats.device)])
+            pred[idx] = model.refine(feats) if refine else model.head_logits(feats).argmax(-1).cpu()
         model.reset_adaptation()
-        correct += out["acc"] * len(idx)
-        part = torch.tensor(out["confusion"])
-        confusion = part if confusion is None else confusion + part
-    return {"acc": correct / len(groups), "confusion": confusion.tolist()}
-
-
-def _refined(model: AudioClassifier, spec: torch.Tensor, target: torch.Tensor, batch_size: int) -> dict:
-    """``acc`` and ``confusion`` of one group's clips labelled by :meth:`AudioClassifier.refine`."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        feats = torch.cat([model.pool(spec[i].to(device)) for i in torch.arange(len(spec)).split(batch_size)])
-    pred = model.refine(feats)
     return {
         "acc": float((pred == target).float().mean()),
         "confusion": confusion_matrix(pred, target, model.cfg.num_classes).tolist(),
