@@ -2,7 +2,7 @@
 
     python experiments/bridge_bands.py oracle [--files 13] [--modes la1,la2] [--out runs/oracle_params]
     python experiments/bridge_bands.py data [--examples 30000] [--model-dir runs/bridge_bands]
-    python experiments/bridge_bands.py train [--model-dir runs/bridge_bands] [--minutes 6]
+    python experiments/bridge_bands.py train [--model-dir runs/bridge_bands] [--minutes 6] [--resume]
     python experiments/bridge_bands.py eval [--alpha 0.5 1] [--model-dir runs/bridge_bands]
 
 With lookahead, a lost packet whose end is followed by a received one is *bridged*: the
@@ -30,6 +30,7 @@ they reuse; ``--report`` after any command prints the table without running.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -188,8 +189,15 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y = torch.from_numpy(z["x"]), torch.from_numpy(z["y"]).clamp(-30.0, 30.0)
     n_dev = len(x) // 10
-    net = build(x.shape[1], args.hidden, FRAMES)
-    step = fit_laplace(net, (x[n_dev:], y[n_dev:]), (x[:n_dev], y[:n_dev]), args, ahead=FRAMES)
+    done = {"steps": 0, "minutes": 0.0}
+    if args.resume and (out / "model.safetensors").exists():  # continue the run's last weights
+        net = load_model(out, FRAMES).train()
+        done.update({k: v for k, v in json.loads((out / "config.json").read_text()).items() if k in done})
+    else:
+        net = build(x.shape[1], args.hidden, FRAMES)
+    step = done["steps"] + fit_laplace(
+        net, (x[n_dev:], y[n_dev:]), (x[:n_dev], y[:n_dev]), args, ahead=FRAMES
+    )
     with torch.no_grad():
         mu, scale = split(net(x[:n_dev]), FRAMES)
     err = (mu - y[:n_dev]).abs()
@@ -198,7 +206,8 @@ def train(args) -> None:
         f"dev mean |error|: bridge {y[:n_dev].abs().mean():.2f} dB, corrected {err.mean():.2f} dB"
         f" (per frame {per_frame}; {step} steps); median scale {scale.median():.2f} dB"
     )
-    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step})
+    minutes = done["minutes"] + args.minutes
+    save_model(net, out, {"n_in": x.shape[1], "hidden": args.hidden, "steps": step, "minutes": minutes})
 
 
 def score(args, variants: list[str], modes: list[str]) -> None:
@@ -228,6 +237,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="train: start from the weights in --model-dir")
     args = ap.parse_args()
     import torch
 
