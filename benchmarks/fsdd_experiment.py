@@ -42,7 +42,7 @@ from audiomae.classify import (  # noqa: E402
     log_mels,
 )
 from audiomae.classify.adapt import cluster_refine, enrolment_mask, group_standardize  # noqa: E402
-from audiomae.classify.model import POOLINGS  # noqa: E402
+from audiomae.classify.model import POOLINGS, clip_normalize  # noqa: E402
 from audiomae.config import FeatureConfig, model_preset  # noqa: E402
 from audiomae.features import NormStats  # noqa: E402
 from audiomae.labels import Clip, LabelSet, from_pattern, load_clips, pattern_regex  # noqa: E402
@@ -132,6 +132,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freq-masks", type=int, default=1, help="SpecAugment mel bands (<= 8 bins each)")
     p.add_argument(
         "--level-norm", action="store_true", help="classifier shifts each clip's speech level to 0"
+    )
+    p.add_argument(
+        "--clip-norm",
+        action="store_true",
+        help="every clip gets the training clips' mean spectrum (AudioClassifier clip_norm; the probes too)",
     )
     p.add_argument(
         "--pooling", default="mean", choices=POOLINGS, help="the classifier's pooling (scratch, fine-tune)"
@@ -263,7 +268,12 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     """One run; returns (accuracy, confusion, seconds)."""
     t0 = time.perf_counter()
     if setting in ("mfcc", "layers", "mfcc-spk", "layers-spk"):
-        feats = _STATE["layer_feats"] if setting.startswith("layers") else mfcc_stats(raw)
+        if args.clip_norm:
+            raw = fold_clip_normalized(raw, tr_idx)
+        if setting.startswith("layers"):
+            feats = layer_stats(pretrained, raw) if args.clip_norm else _STATE["layer_feats"]
+        else:
+            feats = mfcc_stats(raw)
         if setting.endswith("-spk"):
             feats = speaker_standardized(args, feats, tr_idx, te_idx)
         c = 0.1 if setting.startswith("layers") else 1.0
@@ -312,6 +322,8 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
         )
         task = ClassificationTask(model, seed=args.seed, pooled_inputs=True)
         feats = _STATE["probe_feats"]
+        if args.clip_norm:
+            feats = pooled_features(model, fit_spectrogram(fold_clip_normalized(raw, tr_idx), pretrained))
         ds = torch.utils.data.TensorDataset(feats[tr_idx], y[tr_idx])
         fit(task, ds, None, TrainConfig(lr=args.lr_probe, **common), workdir)
         model.cpu().eval()
@@ -333,8 +345,15 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     spec = fit_spectrogram(raw, encoder)
     torch.manual_seed(args.seed)
     model = AudioClassifier(
-        encoder, _STATE["n_classes"], mode="finetune", level_norm=args.level_norm, pooling=args.pooling
+        encoder,
+        _STATE["n_classes"],
+        mode="finetune",
+        level_norm=args.level_norm,
+        pooling=args.pooling,
+        clip_norm=args.clip_norm,
     )
+    if args.clip_norm:
+        model.fit_clip_reference(spec[tr_idx])
     task = ClassificationTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     if args.speaker_batches:
@@ -377,6 +396,12 @@ def adapted_score(args, model: AudioClassifier, spec: torch.Tensor, y, te_idx, r
         reference = torch.from_numpy(enrolment_mask(np.zeros(len(te_idx)), args.enrol, seed=args.seed))
     out = adapted_evaluate(model, spec[te_idx], y[te_idx], [0] * len(te_idx), reference, refine=refine)
     return out["acc"], np.array(out["confusion"])
+
+
+def fold_clip_normalized(raw: torch.Tensor, tr_idx) -> torch.Tensor:
+    """Raw log-mels with every clip's mean spectrum replaced by the training clips' (the
+    classifier's ``clip_norm`` for features computed outside it)."""
+    return clip_normalize(raw, raw[tr_idx].mean(dim=(0, 2)))
 
 
 def speaker_standardized(args, feats: np.ndarray, tr_idx, te_idx) -> np.ndarray:
@@ -641,7 +666,8 @@ def training_text(args, clips: str) -> str:
         f"mel-axis warp <= {args.freq_warp:g}, time stretch <= {args.time_stretch:g}, "
         f"gain <= {args.gain:g}, and structured patch masking "
         f"(time {args.mask_time:g}, freq {args.mask_freq:g}); mixup {args.mixup:g}"
-        f"{'; clip level normalised' if args.level_norm else ''}. "
+        f"{'; clip level normalised' if args.level_norm else ''}"
+        f"{'; every clip given the mean spectrum of the training clips' if args.clip_norm else ''}. "
         "Label fractions below 100% are drawn stratified per class."
     )
 

@@ -66,6 +66,23 @@ def test_fsdd_speaker_batches_hold_one_speaker_each(tmp_path):
     assert all(torch.equal(a, b) for a, (_, b) in zip(again, batches))
 
 
+def test_fsdd_clip_norm_gives_every_clip_the_training_spectrum(tmp_path):
+    data = tmp_path / "fsdd"
+    write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
+    fx = _script("fsdd_experiment")
+    payload = fx.main(
+        ["--data", str(data), "--random-encoder", "--out", str(tmp_path / "out"), "--steps", "3",
+         "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
+         "--fractions", "1.0", "--jobs", "1", "--settings", "finetune", "probe", "layers", "--clip-norm"]
+    )  # fmt: skip
+    assert {"finetune@1", "probe@1", "layers@1"} <= set(payload["results"])
+    assert "mean spectrum of the training clips" in (tmp_path / "out" / "fsdd.md").read_text()
+    raw = fx._STATE["raw"]
+    tr = torch.tensor([i for i, c in enumerate(fx._STATE["full"].clips) if c.get("speaker") != "s1"])
+    out = fx.fold_clip_normalized(raw, tr)
+    torch.testing.assert_close(out.mean(dim=-1), raw[tr].mean(dim=(0, 2)).expand(len(raw), -1))
+
+
 def test_fsdd_feature_cache_round_trip(tmp_path):
     data = tmp_path / "fsdd"
     write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)

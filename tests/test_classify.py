@@ -13,7 +13,7 @@ from audiomae.classify import (
     confusion_matrix,
     mean_average_precision,
 )
-from audiomae.classify.model import POOL_PARTS
+from audiomae.classify.model import POOL_PARTS, clip_normalize
 from audiomae.config import FeatureConfig, ModelConfig
 from audiomae.masking import time_freq_mask
 from audiomae.model import AudioMAE
@@ -291,6 +291,11 @@ def test_finetune_pipeline_and_cli_on_synthetic_data(tmp_path, capsys):
     assert "--adapt and --refine need 2 or more files" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown fine-tune settings"):
         FinetuneSettings.from_dict({**cfg, "lr": 1.0})
+    # clip_norm: the reference spectrum is fitted on the training clips and saved with the model.
+    run_finetune(FinetuneSettings.from_dict({**cfg, "clip_norm": True, "out_dir": str(tmp_path / "cn")}))
+    model = AudioClassifier.from_pretrained(tmp_path / "cn" / "model")
+    assert model.cfg.clip_norm and model.clip_ref.abs().sum() > 0
+    assert main(["classify", str(tmp_path / "cn" / "model"), str(wav)]) == 0
 
 
 def test_freq_warp_and_gain():
@@ -340,6 +345,27 @@ def test_level_norm_removes_recording_level_and_survives_save(tmp_path):
     loaded = AudioClassifier.from_pretrained(tmp_path / "ckpt")
     assert loaded.cfg.level_norm
     torch.testing.assert_close(loaded(spec + 3.0).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_clip_norm_removes_a_fixed_filter_and_keeps_its_reference_through_save(tmp_path):
+    spec = torch.randn(3, N_MELS, FRAMES)
+    colour = torch.linspace(-2.0, 1.0, N_MELS).view(1, N_MELS, 1)  # a microphone's tilt
+    ref = torch.randn(N_MELS)
+    out = clip_normalize(spec, ref)
+    torch.testing.assert_close(out.mean(dim=-1), ref.expand(3, -1))
+    torch.testing.assert_close(clip_normalize(spec + colour, ref), out)
+    clf = AudioClassifier(tiny_encoder(), 4, clip_norm=True).eval()
+    train = torch.randn(5, N_MELS, FRAMES) + 0.5
+    clf.fit_clip_reference(train)
+    torch.testing.assert_close(clf.clip_ref, train.mean(dim=(0, 2)))
+    torch.testing.assert_close(clf(spec + colour).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
+    clf.save_pretrained(tmp_path / "ckpt")
+    loaded = AudioClassifier.from_pretrained(tmp_path / "ckpt")
+    assert loaded.cfg.clip_norm
+    torch.testing.assert_close(loaded.clip_ref, clf.clip_ref)
+    torch.testing.assert_close(loaded(spec).logits, clf(spec).logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="clip_norm=True"):
+        AudioClassifier(tiny_encoder(), 4).fit_clip_reference(train)
 
 
 def test_adapt_standardises_the_head_input_by_the_new_clips_and_resets():

@@ -32,6 +32,7 @@ from audiomae.classify.model import (
     ClassifierConfig,
     ClassifierOutput,
     active_level,
+    clip_normalize,
     strip_decoder,
 )
 from audiomae.classify.task import ClassificationTask
@@ -43,6 +44,7 @@ __all__ = [
     "ClassificationTask",
     "strip_decoder",
     "active_level",
+    "clip_normalize",
     "accuracy",
     "average_precision",
     "mean_average_precision",

@@ -31,6 +31,8 @@ class FinetuneSettings:
     pooling: str = "mean"
     head_dropout: float = 0.0
     level_norm: bool = False
+    # True: every clip gets the training clips' mean spectrum (AudioClassifier clip_norm).
+    clip_norm: bool = False
     head_norm: str = "batch"
     layer_decay: float = 0.75
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -172,7 +174,10 @@ def run_finetune(s: FinetuneSettings, resume: bool = False) -> dict[str, Any]:
         head_dropout=s.head_dropout,
         level_norm=s.level_norm,
         head_norm=s.head_norm,
+        clip_norm=s.clip_norm,
     )
+    if s.clip_norm:
+        model.fit_clip_reference(x_train)
     if info.rank == 0:
         origin = s.encoder or f"scratch ({s.preset})"
         print(

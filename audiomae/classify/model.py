@@ -39,7 +39,11 @@ class ClassifierConfig:
     log-mel units) before the encoder, which removes recording-level differences between
     speakers or devices (:func:`active_level`). ``head_norm``: what normalises the pooled
     features before the head, "batch" (BatchNorm, see :class:`AudioClassifier`) or "layer"
-    (LayerNorm, the original Audio-MAE code's ``fc_norm``)."""
+    (LayerNorm, the original Audio-MAE code's ``fc_norm``). ``clip_norm``: give each clip the
+    same mean spectrum before the encoder (:func:`clip_normalize`: its mean over frames, per mel
+    bin, replaced by a reference spectrum, the mean of the training clips' set by
+    :meth:`AudioClassifier.fit_clip_reference`), which removes the fixed colouring a microphone
+    or room adds to everything a speaker records."""
 
     num_classes: int
     pooling: str = "mean"
@@ -50,6 +54,7 @@ class ClassifierConfig:
     head_dropout: float = 0.0
     level_norm: bool = False
     head_norm: str = "batch"
+    clip_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -103,6 +108,7 @@ class AudioClassifier(nn.Module):
         head_dropout: float = 0.0,
         level_norm: bool = False,
         head_norm: str = "batch",
+        clip_norm: bool = False,
     ) -> None:
         super().__init__()
         cfg = ClassifierConfig(
@@ -115,6 +121,7 @@ class AudioClassifier(nn.Module):
             head_dropout=head_dropout,
             level_norm=level_norm,
             head_norm=head_norm,
+            clip_norm=clip_norm,
         )
         self.cfg = cfg
         self.encoder = strip_decoder(copy.deepcopy(encoder))
@@ -139,6 +146,9 @@ class AudioClassifier(nn.Module):
             # features barely trains. MAE's LayerNorm does not remove that shared offset;
             # BatchNorm does (measured: from-scratch loss flat with LayerNorm, falls with BatchNorm).
             self.head_norm = nn.BatchNorm1d(dim, eps=1e-6)
+        if cfg.clip_norm:
+            # The reference spectrum (normalised log-mel per mel bin); saved with the weights.
+            self.register_buffer("clip_ref", torch.zeros(encoder.feature_cfg.n_mels))
         self.dropout = nn.Dropout(cfg.head_dropout)
         self.head = nn.Linear(dim, cfg.num_classes)
         # Small head init (MAE) so early training does not wreck the pretrained features.
@@ -165,6 +175,8 @@ class AudioClassifier(nn.Module):
         ``(B, POOL_PARTS * grid_f * enc_dim)``)."""
         if self.cfg.level_norm:
             spec = spec - active_level(spec)[:, None, None]
+        if self.cfg.clip_norm:
+            spec = clip_normalize(spec, self.clip_ref)
         if self.cfg.mode == "linear_probe":
             with torch.no_grad():
                 tokens = self.encoder.encode(spec, mask)
@@ -201,6 +213,16 @@ class AudioClassifier(nn.Module):
         sums.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, d), tokens * weight.unsqueeze(-1))
         count = tokens.new_zeros(b, POOL_PARTS * grid_f).scatter_add_(1, slot, weight)
         return (sums / count.clamp_min(1.0).unsqueeze(-1)).reshape(b, -1)
+
+    @torch.no_grad()
+    def fit_clip_reference(self, spec: torch.Tensor) -> None:
+        """Set the ``clip_norm`` reference spectrum to the mean spectrum of the training clips'
+        normalised log-mels ``(N, F, T)`` (after ``level_norm`` when that is on)."""
+        if not self.cfg.clip_norm:
+            raise ValueError("fit_clip_reference needs a classifier built with clip_norm=True")
+        if self.cfg.level_norm:
+            spec = spec - active_level(spec)[:, None, None]
+        self.clip_ref.copy_(spec.mean(dim=(0, 2)))
 
     def forward(self, spec: torch.Tensor, mask: MaskResult | None = None) -> ClassifierOutput:
         """``spec``: normalised log-mel (B, F, T); ``mask``: optional patches to hide (fine-tune
@@ -401,6 +423,13 @@ def strip_decoder(mae: AudioMAE) -> AudioMAE:
     if isinstance(getattr(mae, "_frontend", None), nn.Module):
         mae._frontend = None  # its STFT buffers would otherwise be saved with the weights
     return mae
+
+
+def clip_normalize(spec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Log-mel ``(B, F, T)`` with each clip's mean over frames (per mel bin) replaced by
+    ``reference`` ``(F,)``: a fixed filter (microphone, room, channel) adds the same offset to
+    every frame of a log spectrum, and this removes it."""
+    return spec - spec.mean(dim=-1, keepdim=True) + reference[:, None].to(spec)
 
 
 def active_level(spec: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
