@@ -175,3 +175,27 @@ def test_bridge_bands_records_bridges_and_its_oracle_shapes_them_to_the_clean_ba
         return np.abs(got - clean_db[: got.shape[0]])[20 * P // 160 + 1 : 21 * P // 160].mean()
 
     assert error(shaped) < error(plain)
+
+
+def test_fsdd_probe_select_chooses_on_validation_speakers_only(tmp_path):
+    data = tmp_path / "fsdd"
+    write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
+    common = ["--data", str(data), "--random-encoder", "--clip-seconds", "0.4", "--folds", "s1"]
+    payload = _script("fsdd_probe_select").main([*common, "--cs", "0.1", "1", "--out", str(tmp_path / "sel")])
+    fold = payload["folds"]["s1"]
+    variants = {f"{n} C{c}" for n in ("plain", "clip_norm") for c in ("0.1", "1")}
+    assert set(fold["validation"]) == set(fold["test"]) == variants
+    assert fold["validation"][fold["chosen"]] == max(fold["validation"].values())
+    assert "chosen on validation" in (tmp_path / "sel" / "select.md").read_text()
+
+
+def test_fsdd_adversary_trains_and_scores_each_fold(tmp_path):
+    data = tmp_path / "fsdd"
+    write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
+    payload = _script("fsdd_adversary").main(
+        ["--weight", "1.0", "--out", str(tmp_path / "adv"), "--data", str(data), "--random-encoder",
+         "--clip-seconds", "0.4", "--folds", "s1", "--steps", "3", "--warmup", "1", "--batch-size", "8"]
+    )  # fmt: skip
+    assert set(payload["folds"]["s1"]) == {"acc", "adapted", "refined", "seconds"}
+    assert all(0.0 <= payload["mean"][k] <= 1.0 for k in ("acc", "adapted", "refined"))
+    assert (tmp_path / "adv" / "weight1.json").exists()
