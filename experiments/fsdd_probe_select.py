@@ -1,9 +1,10 @@
 """Choose the layer-wise FSDD probe's input normalisation and regularisation on validation speakers.
 
 For each unseen-speaker fold of ``benchmarks/fsdd_experiment.py`` (test speaker held out), every
-variant (input: plain or ``clip_norm``, the clip's mean spectrum replaced by the training clips';
-logistic regression's inverse regularisation C) is scored leave-one-speaker-out *inside* the four
-training voices (train on three, validate on the fourth, four times); the variant with the best
+variant (input: plain or ``clip_norm``, the clip's mean spectrum replaced by the training clips',
+or ``both`` feature sets side by side; logistic regression's inverse regularisation C) is
+scored leave-one-speaker-out *inside* the four training voices (train on three, validate on the
+fourth, four times); the variant with the best
 mean validation accuracy is then trained on all four and scored once on the test speaker. The
 test speaker's clips choose nothing::
 
@@ -46,8 +47,13 @@ def probe_accuracy(feats: np.ndarray, y: np.ndarray, train: np.ndarray, test: np
 def split_scores(encoder, raw, y, train, test, norms, cs, plain) -> dict[str, float]:
     """Accuracy of every (norm, C) variant trained on ``train`` and scored on ``test``."""
     scores = {}
+    normed = None
+    if {"clip_norm", "both"} & set(norms):
+        normed = fx.layer_stats(encoder, fx.fold_clip_normalized(raw, train))
     for norm in norms:
-        feats = plain if norm == "plain" else fx.layer_stats(encoder, fx.fold_clip_normalized(raw, train))
+        feats = {"plain": plain, "clip_norm": normed}.get(norm)
+        if norm == "both":
+            feats = np.concatenate([plain, normed], axis=1)
         for c in cs:
             scores[f"{norm} C{c:g}"] = probe_accuracy(feats, y, train.numpy(), test.numpy(), c)
     return scores
@@ -55,7 +61,9 @@ def split_scores(encoder, raw, y, train, test, norms, cs, plain) -> dict[str, fl
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--norms", nargs="+", default=["plain", "clip_norm"], choices=["plain", "clip_norm"])
+    p.add_argument(
+        "--norms", nargs="+", default=["plain", "clip_norm"], choices=["plain", "clip_norm", "both"]
+    )
     p.add_argument("--cs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3])
     p.add_argument("--out", default="experiments/results/fsdd_probe_select")
     own, rest = p.parse_known_args(argv)
@@ -67,7 +75,7 @@ def main(argv=None) -> dict:
     y = full.targets().numpy()
     speakers = np.array(full.column("speaker"))
     names = sorted(set(speakers))
-    plain = fx.layer_stats(encoder, raw) if "plain" in own.norms else None
+    plain = fx.layer_stats(encoder, raw) if {"plain", "both"} & set(own.norms) else None
     folds = {}
     for spk in args.folds or names:
         inner = {}

@@ -181,9 +181,12 @@ def test_fsdd_probe_select_chooses_on_validation_speakers_only(tmp_path):
     data = tmp_path / "fsdd"
     write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
     common = ["--data", str(data), "--random-encoder", "--clip-seconds", "0.4", "--folds", "s1"]
-    payload = _script("fsdd_probe_select").main([*common, "--cs", "0.1", "1", "--out", str(tmp_path / "sel")])
+    norms = ("plain", "clip_norm", "both")
+    payload = _script("fsdd_probe_select").main(
+        [*common, "--norms", *norms, "--cs", "0.1", "1", "--out", str(tmp_path / "sel")]
+    )
     fold = payload["folds"]["s1"]
-    variants = {f"{n} C{c}" for n in ("plain", "clip_norm") for c in ("0.1", "1")}
+    variants = {f"{n} C{c}" for n in norms for c in ("0.1", "1")}
     assert set(fold["validation"]) == set(fold["test"]) == variants
     assert fold["validation"][fold["chosen"]] == max(fold["validation"].values())
     assert "chosen on validation" in (tmp_path / "sel" / "select.md").read_text()
