@@ -41,9 +41,9 @@ class ClassifierConfig:
     features before the head, "batch" (BatchNorm, see :class:`AudioClassifier`) or "layer"
     (LayerNorm, the original Audio-MAE code's ``fc_norm``). ``clip_norm``: give each clip the
     same mean spectrum before the encoder (:func:`clip_normalize`: its mean over frames, per mel
-    bin, replaced by a reference spectrum, the mean of the training clips' set by
-    :meth:`AudioClassifier.fit_clip_reference`), which removes the fixed colouring a microphone
-    or room adds to everything a speaker records."""
+    bin, replaced by a reference spectrum: the training clips' mean, which
+    :meth:`AudioClassifier.fit_clip_reference` sets, zeros until then), which removes the fixed
+    colouring a microphone or room adds to one recording."""
 
     num_classes: int
     pooling: str = "mean"
