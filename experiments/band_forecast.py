@@ -25,7 +25,6 @@ context frame and against the ``lpc`` continuation (its first six frames, on dev
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from band_predictor import (  # noqa: E402
     _db,
-    build,
     continuation,
     fit_laplace,
     load_model,
+    resume_or_build,
     save_model,
     split,
     training_files,
@@ -110,12 +109,7 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y, dev = torch.from_numpy(z["x"]), torch.from_numpy(z["y"]), torch.from_numpy(z["dev"])
     xd, yd, xt, yt = x[dev], y[dev], x[~dev], y[~dev]
-    done = {"steps": 0, "minutes": 0.0}
-    if args.resume and (out / "model.safetensors").exists():  # continue the run's last weights
-        net = load_model(out, AHEAD).train()
-        done.update({k: v for k, v in json.loads((out / "config.json").read_text()).items() if k in done})
-    else:
-        net = build(x.shape[1], args.hidden, AHEAD)
+    net, done = resume_or_build(out, x.shape[1], args.hidden, AHEAD, args.resume)
     step = done["steps"] + fit_laplace(net, (xt, yt), (xd, yd), args, AHEAD, every=1000)
     with torch.no_grad():
         mu, scale = split(net(xd), AHEAD)

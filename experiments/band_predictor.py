@@ -176,6 +176,18 @@ def load_model(directory: str | Path, ahead: int = AHEAD):
     return net.eval()
 
 
+def resume_or_build(out: Path, n_in: int, hidden: int, ahead: int, resume: bool):
+    """(network, {"steps", "minutes"} done so far): the run's last weights in ``out`` with the
+    steps and minutes its ``config.json`` records when ``resume`` and they exist, else a new
+    network."""
+    done = {"steps": 0, "minutes": 0.0}
+    if resume and (out / "model.safetensors").exists():
+        cfg = json.loads((out / "config.json").read_text())
+        done.update({k: v for k, v in cfg.items() if k in done})
+        return load_model(out, ahead).train(), done
+    return build(n_in, hidden, ahead), done
+
+
 def train(args) -> None:
     import torch
 

@@ -30,7 +30,6 @@ they reuse; ``--report`` after any command prints the table without running.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -40,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import oracle_params  # noqa: E402
-from band_predictor import build, fit_laplace, load_model, save_model, split, training_files  # noqa: E402
+from band_predictor import (  # noqa: E402
+    fit_laplace,
+    load_model,
+    resume_or_build,
+    save_model,
+    split,
+    training_files,
+)
 from tuning_set import add_tuning_set_args, tuning_files  # noqa: E402
 
 from audiomae.audio import SAMPLES_PER_PACKET, load_audio  # noqa: E402
@@ -189,12 +195,7 @@ def train(args) -> None:
     with np.load(out / "examples.npz") as z:
         x, y = torch.from_numpy(z["x"]), torch.from_numpy(z["y"]).clamp(-30.0, 30.0)
     n_dev = len(x) // 10
-    done = {"steps": 0, "minutes": 0.0}
-    if args.resume and (out / "model.safetensors").exists():  # continue the run's last weights
-        net = load_model(out, FRAMES).train()
-        done.update({k: v for k, v in json.loads((out / "config.json").read_text()).items() if k in done})
-    else:
-        net = build(x.shape[1], args.hidden, FRAMES)
+    net, done = resume_or_build(out, x.shape[1], args.hidden, FRAMES, args.resume)
     step = done["steps"] + fit_laplace(
         net, (x[n_dev:], y[n_dev:]), (x[:n_dev], y[:n_dev]), args, ahead=FRAMES
     )
