@@ -264,6 +264,40 @@ def mfcc_baseline(
     return (*scored(clf.predict(test)), scored(cluster_refine(scaled, clf[-1].decision_function(scaled))))
 
 
+def augment_config(args) -> AugmentConfig:
+    """The fine-tune / from-scratch augmentation the run options describe."""
+    return AugmentConfig(
+        time_masks=args.time_masks,
+        time_width=6,
+        freq_masks=args.freq_masks,
+        freq_width=8,
+        max_shift=5,
+        mask_time=args.mask_time,
+        mask_freq=args.mask_freq,
+        mixup_alpha=args.mixup,
+        freq_warp=args.freq_warp,
+        gain=args.gain,
+        time_stretch=args.time_stretch,
+    )
+
+
+def train_config(args, lr: float) -> TrainConfig:
+    """One run's optimiser budget: ``args.steps`` steps, no logging or checkpoints."""
+    return TrainConfig(
+        lr=lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        warmup_steps=min(args.warmup, args.steps),
+        weight_decay=0.05,
+        seed=args.seed,
+        log_every=0,
+        ckpt_every=0,
+        tensorboard=False,
+        progress=False,
+        device=args.device,
+    )
+
+
 def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr_idx, te_idx, workdir):
     """One run; returns (accuracy, confusion, seconds)."""
     t0 = time.perf_counter()
@@ -289,43 +323,19 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
             refine=setting.endswith("-spk"),
         )
         return acc, conf, time.perf_counter() - t0, *[("refine", *r) for r in refined]
-    steps = args.steps
-    common = dict(
-        steps=steps,
-        batch_size=args.batch_size,
-        warmup_steps=min(args.warmup, steps),
-        weight_decay=0.05,
-        seed=args.seed,
-        log_every=0,
-        ckpt_every=0,
-        tensorboard=False,
-        progress=False,
-        device=args.device,
-    )
-    aug = AugmentConfig(
-        time_masks=args.time_masks,
-        time_width=6,
-        freq_masks=args.freq_masks,
-        freq_width=8,
-        max_shift=5,
-        mask_time=args.mask_time,
-        mask_freq=args.mask_freq,
-        mixup_alpha=args.mixup,
-        freq_warp=args.freq_warp,
-        gain=args.gain,
-        time_stretch=args.time_stretch,
-    )
+    aug = augment_config(args)
     if setting == "probe":
         torch.manual_seed(args.seed)
         model = AudioClassifier(
             pretrained, _STATE["n_classes"], mode="linear_probe", level_norm=args.level_norm
         )
         task = ClassificationTask(model, seed=args.seed, pooled_inputs=True)
-        feats = _STATE["probe_feats"]
         if args.clip_norm:
             feats = pooled_features(model, fit_spectrogram(fold_clip_normalized(raw, tr_idx), pretrained))
+        else:
+            feats = _STATE["probe_feats"]
         ds = torch.utils.data.TensorDataset(feats[tr_idx], y[tr_idx])
-        fit(task, ds, None, TrainConfig(lr=args.lr_probe, **common), workdir)
+        fit(task, ds, None, train_config(args, args.lr_probe), workdir)
         model.cpu().eval()
         with torch.no_grad():
             logits = model.head_logits(feats[te_idx])
@@ -358,7 +368,7 @@ def train_one(args, setting: str, pretrained: AudioMAE, raw: torch.Tensor, y, tr
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx])
     if args.speaker_batches:
         ds = speaker_batches(spec, y, tr_idx, args.batch_size, args.seed)
-    fit(task, ds, None, TrainConfig(lr=lr, **common), workdir)
+    fit(task, ds, None, train_config(args, lr), workdir)
     out = evaluate(model, spec[te_idx], y[te_idx])
     if not args.adapt:
         return out["acc"], np.array(out["confusion"]), time.perf_counter() - t0
@@ -551,13 +561,14 @@ def describe_encoder(args, pretrained: AudioMAE) -> str:
 
 def set_state(args, pretrained: AudioMAE, raw: torch.Tensor, full: LabelSet) -> None:
     """Fill ``_STATE`` for :func:`train_one` (before any worker forks)."""
-    if "probe" in args.settings:
-        # The frozen encoder's pooled features are the same for every fold: compute them once.
+    if "probe" in args.settings and not args.clip_norm:
+        # The frozen encoder's pooled features are the same for every fold: compute them once
+        # (with --clip-norm they depend on the fold's training clips: train_one makes them).
         probe = AudioClassifier(
             pretrained, len(full.classes), mode="linear_probe", level_norm=args.level_norm
         )
         _STATE["probe_feats"] = pooled_features(probe, fit_spectrogram(raw, pretrained))
-    if {"layers", "layers-spk"} & set(args.settings):
+    if {"layers", "layers-spk"} & set(args.settings) and not args.clip_norm:
         _STATE["layer_feats"] = layer_stats(pretrained, raw)
     _STATE.update(
         args=args, pretrained=pretrained, raw=raw, y=full.targets(), full=full, n_classes=len(full.classes)

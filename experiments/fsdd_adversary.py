@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fsdd_experiment as fx  # noqa: E402
 
 from audiomae.audio import atomic_write  # noqa: E402
-from audiomae.augment import AugmentConfig, augment_batch, patch_mask  # noqa: E402
+from audiomae.augment import augment_batch, patch_mask  # noqa: E402
 from audiomae.classify import AudioClassifier, ClassificationTask, evaluate  # noqa: E402
 from audiomae.classify.data import fit_spectrogram  # noqa: E402
-from audiomae.train import TrainConfig, fit  # noqa: E402
+from audiomae.train import fit  # noqa: E402
 
 
 class _Reverse(torch.autograd.Function):
@@ -95,17 +95,11 @@ def run_fold(args, spk: str, weight: float) -> dict:
     model.speaker_head = nn.Sequential(
         nn.BatchNorm1d(dim), nn.Linear(dim, 128), nn.ReLU(), nn.Linear(128, len(names))
     )
-    aug = AugmentConfig(
-        time_masks=args.time_masks, time_width=6, freq_masks=args.freq_masks, freq_width=8, max_shift=5,
-        mask_time=args.mask_time, mask_freq=args.mask_freq, freq_warp=args.freq_warp, gain=args.gain,
-    )  # fmt: skip
+    aug = fx.augment_config(args)
     task = AdversaryTask(model, augment=aug, layer_decay=args.layer_decay, seed=args.seed)
     task.weight, task.steps = weight, args.steps
     ds = torch.utils.data.TensorDataset(spec[tr_idx], y[tr_idx], spk_y)
-    cfg = TrainConfig(
-        lr=args.lr_finetune, steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup,
-        weight_decay=0.05, seed=args.seed, log_every=0, ckpt_every=0, tensorboard=False, progress=False,
-    )  # fmt: skip
+    cfg = fx.train_config(args, args.lr_finetune)
     with tempfile.TemporaryDirectory() as tmp:
         fit(task, ds, None, cfg, tmp)
     del model.speaker_head

@@ -34,19 +34,9 @@ import fsdd_experiment as fx  # noqa: E402
 from audiomae.audio import atomic_write  # noqa: E402
 
 
-def probe_accuracy(feats: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, c: float) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, random_state=0))
-    clf.fit(feats[train], y[train])
-    return float((clf.predict(feats[test]) == y[test]).mean())
-
-
 def split_scores(encoder, raw, y, train, test, norms, cs, plain) -> dict[str, float]:
     """Accuracy of every (norm, C) variant trained on ``train`` and scored on ``test``."""
-    scores = {}
+    scores, n_classes = {}, int(y.max()) + 1
     normed = None
     if {"clip_norm", "both"} & set(norms):
         normed = fx.layer_stats(encoder, fx.fold_clip_normalized(raw, train))
@@ -55,7 +45,8 @@ def split_scores(encoder, raw, y, train, test, norms, cs, plain) -> dict[str, fl
         if norm == "both":
             feats = np.concatenate([plain, normed], axis=1)
         for c in cs:
-            scores[f"{norm} C{c:g}"] = probe_accuracy(feats, y, train.numpy(), test.numpy(), c)
+            acc, _ = fx.mfcc_baseline(raw, y, train, test, n_classes, 0, features=lambda _, f=feats: f, c=c)
+            scores[f"{norm} C{c:g}"] = acc
     return scores
 
 
@@ -72,7 +63,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     encoder = fx.load_encoder(args)
     raw, full = fx.load_features(args, encoder)
-    y = full.targets().numpy()
+    y = full.targets()
     speakers = np.array(full.column("speaker"))
     names = sorted(set(speakers))
     plain = fx.layer_stats(encoder, raw) if {"plain", "both"} & set(own.norms) else None

@@ -45,15 +45,18 @@ def test_fsdd_experiment_runs_and_writes_its_report(tmp_path):
     assert (out / "fsdd_confusion.png").stat().st_size > 1000
 
 
+def _fsdd_quick(data, tmp_path) -> list[str]:
+    """fsdd_experiment arguments for a few-step run on fold s1, ending in ``--settings``."""
+    return ["--data", str(data), "--random-encoder", "--out", str(tmp_path / "out"), "--steps", "3",
+            "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
+            "--fractions", "1.0", "--jobs", "1", "--settings"]  # fmt: skip
+
+
 def test_fsdd_speaker_batches_hold_one_speaker_each(tmp_path):
     data = tmp_path / "fsdd"
     write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
     fx = _script("fsdd_experiment")
-    payload = fx.main(
-        ["--data", str(data), "--random-encoder", "--out", str(tmp_path / "out"), "--steps", "3",
-         "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
-         "--fractions", "1.0", "--jobs", "1", "--settings", "finetune", "--speaker-batches", "--enrol", "5"]
-    )  # fmt: skip
+    payload = fx.main([*_fsdd_quick(data, tmp_path), "finetune", "--speaker-batches", "--enrol", "5"])
     assert set(payload["results"]) == {"finetune@1", "finetune-adapt@1", "finetune-refine@1"}
     y = torch.arange(len(fx._STATE["full"]))
     tr = torch.tensor([i for i, c in enumerate(fx._STATE["full"].clips) if c.get("speaker") != "s1"])
@@ -70,11 +73,7 @@ def test_fsdd_clip_norm_gives_every_clip_the_training_spectrum(tmp_path):
     data = tmp_path / "fsdd"
     write_synthetic_dataset(data, classes=3, speakers=3, takes=6, seconds=0.3)
     fx = _script("fsdd_experiment")
-    payload = fx.main(
-        ["--data", str(data), "--random-encoder", "--out", str(tmp_path / "out"), "--steps", "3",
-         "--warmup", "1", "--batch-size", "8", "--clip-seconds", "0.4", "--folds", "s1",
-         "--fractions", "1.0", "--jobs", "1", "--settings", "finetune", "probe", "layers", "--clip-norm"]
-    )  # fmt: skip
+    payload = fx.main([*_fsdd_quick(data, tmp_path), "finetune", "probe", "layers", "--clip-norm"])
     assert {"finetune@1", "probe@1", "layers@1"} <= set(payload["results"])
     assert "mean spectrum of the training clips" in (tmp_path / "out" / "fsdd.md").read_text()
     raw = fx._STATE["raw"]
